@@ -1,0 +1,155 @@
+"""Command-line interface: parse arguments, load a config, call one library function, print.
+
+Every user-facing error is an :class:`InvTransferError`; ``main`` prints its message and exits
+with status 2 (no traceback). Interrupts exit with 130 after the called function has saved
+what it needs to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from invtransfer.config import dump_yaml, from_dict, parse_overrides
+from invtransfer.errors import InvTransferError
+
+
+def _kv(args: Sequence[str]) -> dict:
+    return parse_overrides(list(args))
+
+
+def _split_config(config: str | None, overrides: Sequence[str]) -> tuple[str | None, list[str]]:
+    """The optional CONFIG positional swallows the first key=value when no YAML is given."""
+    if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
+        return None, [config, *overrides]
+    return config, list(overrides)
+
+
+def cmd_data(a: argparse.Namespace) -> int:
+    from invtransfer.data import datasets
+
+    if a.name == "download":
+        return cmd_download(a)
+    cfg = from_dict(datasets.DatasetConfig, dict(_kv(a.overrides), name=a.name))
+    cfg = datasets.resolve(cfg)
+    if a.print_config:
+        print(dump_yaml(cfg), end="")
+        return 0
+    ds = datasets.build_dataset(cfg)
+    info = ds.info()
+    if a.preview:
+        datasets.preview(ds, a.preview)
+        info["preview"] = a.preview
+    for w in ds.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if a.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"dataset      {info['name']}  (fingerprint {info['fingerprint']})")
+    print(f"image shape  {tuple(info['image_shape'])} (C, H, W); nuisance: {info['nuisance']}")
+    print(f"train        {info['train_size']} images; imbalance ratio {info['imbalance_ratio']:.1f}")
+    print(f"val / test   {info['val_size']} / {info['test_size']} images")
+    print("class sizes  (class index order)")
+    for i, (name, n) in enumerate(zip(info["class_names"], info["train_class_counts"])):
+        print(f"  {i:4d}  {name:<24s} {n:6d}")
+    print("sources      " + "\n             ".join(info["sources"]))
+    if a.preview:
+        print(f"preview      {a.preview}")
+    return 0
+
+
+def cmd_download(a: argparse.Namespace) -> int:
+    from invtransfer.data import download, formats
+
+    if not a.overrides:
+        raise InvTransferError("usage: invtransfer data download NAME [data_root=FOLDER]; NAME is one of "
+                               f"{', '.join(download.DOWNLOADABLE)}.")
+    name, rest = a.overrides[0], _kv(a.overrides[1:])
+    unknown = set(rest) - {"data_root", "base_url", "force"}
+    if unknown:
+        raise InvTransferError(f"unknown option {sorted(unknown)[0]!r} for data download; "
+                               f"known: data_root, base_url, force.")
+    root = rest.get("data_root") or (formats.data_roots(None, name) or ["data"])[0]
+    paths = download.download(name, str(root), base_url=rest.get("base_url"), force=bool(rest.get("force")))
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from invtransfer.config import load_config
+    from invtransfer.train import classifier
+
+    config, overrides = _split_config(a.config, a.overrides)
+    cfg = load_config(classifier.TrainConfig, config, overrides)
+    if a.print_config:
+        print(dump_yaml(cfg), end="")
+        return 0
+    classifier.train(cfg)
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from invtransfer.train import classifier
+
+    m = classifier.evaluate_checkpoint(a.checkpoint, split=a.split, device=a.device)
+    if a.json:
+        print(json.dumps(m, indent=2))
+        return 0
+    print(f"{m['dataset']} {a.split}: error {m['error']:.2f}%  balanced accuracy {m['balanced_accuracy']:.2f}%")
+    for group in ("many", "medium", "few"):
+        v = m[f"{group}_shot_accuracy"]
+        print(f"  {group:>6}-shot accuracy: {'empty' if v is None else f'{v:.2f}%'} "
+              f"({m['shot_group_sizes'][group]} classes)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="invtransfer", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("data", help="build and describe a long-tailed dataset (or: data download NAME)",
+                       description="Build a dataset preset and print its class sizes. "
+                                   "`invtransfer data download NAME [data_root=DIR]` fetches source files.")
+    d.add_argument("name", help="dataset preset, e.g. cifar10-lt, fmnist-dil-lt, gtsrb-lt; or 'download'")
+    d.add_argument("overrides", nargs="*", help="dataset options as key=value (instance=2, data_root=DIR, ...)")
+    d.add_argument("--json", action="store_true", help="print JSON")
+    d.add_argument("--preview", metavar="FILE.png", help="write a preview grid (one row per class)")
+    d.add_argument("--print-config", action="store_true", help="print the resolved dataset options and exit")
+    d.set_defaults(func=cmd_data)
+
+    t = sub.add_parser("train", help="train a classifier (CE, focal, LDAM, balanced softmax; ERM, DRS, DRW, ...)")
+    t.add_argument("config", nargs="?", help="YAML config (e.g. configs/cifar10_lt/ce_drs.yaml); omit for defaults")
+    t.add_argument("overrides", nargs="*", help="key=value overrides, dotted for nested keys (optim.lr=0.05)")
+    t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a trained classifier on its dataset's val or test split")
+    e.add_argument("checkpoint", help="run directory, model.pt or checkpoint.pt")
+    e.add_argument("--split", choices=("val", "test"), default="test")
+    e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    try:
+        return int(a.func(a) or 0)
+    except InvTransferError as e:
+        if hasattr(e, "signum"):
+            print(f"{e}", file=sys.stderr)
+            return 128 + int(e.signum)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

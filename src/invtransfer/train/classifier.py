@@ -1,0 +1,626 @@
+"""The one classifier training loop: long-tail rules, schedule, evaluation, checkpoints, outputs.
+
+Single process::
+
+    invtransfer train configs/cifar10_lt/ce_drs.yaml seed=1
+    invtransfer train configs/fmnist_lt/ce.yaml data.name=fmnist-bg-lt data.instance=2 optim.epochs=10
+
+Rules (SPEC §3; epochs count from 0, E1 = ``switch_epoch``, default ``optim.decay1_epoch``):
+
+* ``erm``      uniform shuffle, unweighted loss.
+* ``resample`` class-balanced sampling (weight 1/n_c, with replacement) from the start.
+* ``reweight`` class-balanced loss weights (effective number, beta) from the start.
+* ``drs``      deferred re-sampling: uniform before E1, class-balanced from epoch E1 on.
+* ``drw``      deferred re-weighting: weights from epoch E1 on (LDAM-DRW = ``loss.name=ldam rule=drw``).
+
+Schedule: linear warm-up ``lr * (e + 1) / warmup_epochs`` for e < warmup_epochs, then ``lr``,
+``lr * decay1_factor`` from E1 and ``lr * decay2_factor`` from E2 (as LDAM-DRW's code), or cosine.
+
+Model selection: ``select=val`` keeps the weights with the best validation balanced accuracy
+(evaluated every ``eval_every`` epochs and at the last epoch); ``select=last`` keeps the last
+epoch's. The test set is evaluated once, at the end, with the selected weights; which and why is
+recorded in ``results.json``.
+
+Exact resume: all randomness of a step derives from ``(seed, epoch, step)`` (see
+:mod:`invtransfer.data.batches`), and checkpoints hold model, optimiser, position, running
+epoch statistics and the best weights so far, so ``resume=true`` reproduces an uninterrupted
+run's final weights bit for bit on CPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+import invtransfer
+from invtransfer.config import diff_configs, dump_yaml, from_dict, option, to_dict
+from invtransfer.data import batches, datasets
+from invtransfer.data.datasets import DatasetConfig, LTDataset
+from invtransfer.errors import InvTransferError
+from invtransfer.metrics.accuracy import classification_metrics
+from invtransfer.models.resnet_cifar import MODELS, build_model
+from invtransfer.train import losses
+from invtransfer.train.checkpoint import StopSignals, TrainingInterrupted, atomic_save, load_checkpoint
+
+RULES = ("erm", "resample", "reweight", "drs", "drw")
+
+
+@dataclass
+class OptimConfig:
+    """SGD and its schedule (SPEC §3: CIFAR 200/160/180, K49 50/30/40)."""
+
+    epochs: int = option(200, "training epochs", ge=1)
+    batch_size: int = option(128, "batch size", ge=1)
+    lr: float = option(0.1, "peak learning rate", gt=0)
+    momentum: float = option(0.9, "SGD momentum", ge=0, lt=1)
+    weight_decay: float = option(2e-4, "weight decay", ge=0)
+    warmup_epochs: int = option(5, "linear warm-up epochs", ge=0)
+    schedule: str = option("step", "step decays at E1/E2, or cosine after warm-up", choices=("step", "cosine"))
+    decay1_epoch: int = option(160, "E1: first decay (and default DRS/DRW switch)", ge=0)
+    decay2_epoch: int = option(180, "E2: second decay", ge=0)
+    decay1_factor: float = option(0.01, "lr factor from E1", gt=0)
+    decay2_factor: float = option(1e-4, "lr factor from E2", gt=0)
+
+    def validate(self) -> None:
+        if self.decay1_epoch >= self.epochs:
+            raise InvTransferError(f"config key 'optim.decay1_epoch' (E1={self.decay1_epoch}) must be smaller "
+                                   f"than optim.epochs={self.epochs}.")
+        if self.decay2_epoch <= self.decay1_epoch:
+            raise InvTransferError(f"config key 'optim.decay2_epoch' (E2={self.decay2_epoch}) must be larger than "
+                                   f"optim.decay1_epoch (E1={self.decay1_epoch}).")
+
+
+@dataclass
+class LossConfig:
+    name: str = option("ce", "loss", choices=losses.LOSSES)
+    focal_gamma: float = option(1.0, "focal loss gamma", ge=0)
+    ldam_max_margin: float = option(0.5, "LDAM largest margin", gt=0)
+    ldam_scale: float = option(30.0, "LDAM logit scale s", gt=0)
+    logit_adjust_tau: float = option(1.0, "logit adjustment tau", ge=0)
+    reweight_beta: float = option(0.9999, "effective-number beta of reweight/DRW", ge=0, lt=1)
+
+
+@dataclass
+class TrainConfig:
+    """One classifier training run."""
+
+    data: DatasetConfig = field(default_factory=DatasetConfig)
+    model: str = option("resnet32", "architecture", choices=MODELS)
+    cosine_head: bool | None = option(None, "cosine classifier head (default: only with the LDAM loss)")
+    loss: LossConfig = field(default_factory=LossConfig)
+    rule: str = option("erm", "long-tail rule", choices=RULES)
+    switch_epoch: int | None = option(None, "E1 of DRS/DRW (default optim.decay1_epoch)", ge=0)
+    augment: str = option("crop_flip", "batched augmentation", choices=batches.AUGMENTATIONS)
+    crop_padding: int = option(4, "zero padding of the random crop", ge=0)
+    oracle: bool = option(False, "apply the dataset's true nuisance online to every training example")
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    select: str = option("val", "weights evaluated on test: best validation balanced accuracy, or last epoch",
+                         choices=("val", "last"))
+    eval_every: int = option(1, "validate every N epochs (and at the last)", ge=1)
+    eval_batch_size: int = option(1024, "batch size of evaluation", ge=1)
+    seed: int = option(0, "training seed (init, sampling, augmentation)", ge=0)
+    device: str = option("auto", "auto picks cuda, then mps, then cpu", choices=("auto", "cpu", "cuda", "mps"))
+    compile: bool = option(False, "torch.compile the model")
+    channels_last: bool = option(True, "channels_last memory format (faster on CPU and GPU)")
+    amp: str = option("auto", "autocast: auto = bf16 on CUDA only", choices=("auto", "bf16", "off"))
+    out_dir: str = option("runs", "parent folder of run directories")
+    name: str | None = option(None, "run directory name (default dataset__method__seed__time)")
+    method: str | None = option(None, "method label in reports (default derived from loss/rule)")
+    resume: bool = option(False, "continue the run in runs/<name> from its checkpoint")
+    overwrite: bool = option(False, "delete an existing runs/<name> and start over")
+    checkpoint_every: int = option(5, "write a checkpoint every N epochs (and at the end)", ge=1)
+    quiet: bool = option(False, "one line per epoch instead of progress bars")
+    tensorboard: bool = option(False, "also log to TensorBoard (needs the tensorboard package)")
+
+    def validate(self) -> None:
+        if self.switch_epoch is not None and self.switch_epoch >= self.optim.epochs:
+            raise InvTransferError(f"config key 'switch_epoch' (E1={self.switch_epoch}) must be smaller than "
+                                   f"optim.epochs={self.optim.epochs}.")
+        if self.resume and self.overwrite:
+            raise InvTransferError("config keys 'resume' and 'overwrite' cannot both be true.")
+        if self.resume and not self.name:
+            raise InvTransferError("config key 'resume=true' needs 'name' (the run directory under out_dir).")
+
+    @property
+    def e1(self) -> int:
+        return self.optim.decay1_epoch if self.switch_epoch is None else self.switch_epoch
+
+
+# Keys that may differ between a run and its resumption.
+_RESUME_FREE = ("resume", "overwrite", "quiet", "device", "tensorboard", "compile", "checkpoint_every",
+                "data.data_root", "data.cache_dir", "data.strict_checksums")
+
+
+def method_label(cfg: TrainConfig) -> str:
+    """'CE', 'CE+DRS', 'LDAM-DRW', 'Focal', 'BalancedSoftmax+DRS', ... (+Oracle)."""
+    if cfg.method:
+        return cfg.method
+    base = {"ce": "CE", "focal": "Focal", "ldam": "LDAM", "balanced_softmax": "BalancedSoftmax",
+            "logit_adjust": "LogitAdjust"}[cfg.loss.name]
+    label = base if cfg.rule == "erm" else (f"{base}-DRW" if cfg.loss.name == "ldam" and cfg.rule == "drw"
+                                            else f"{base}+{cfg.rule.upper() if cfg.rule in ('drs', 'drw') else cfg.rule}")
+    return label + ("+Oracle" if cfg.oracle else "")
+
+
+def learning_rate(o: OptimConfig, epoch: int) -> float:
+    """The learning rate of a whole epoch (0-based), as LDAM-DRW's schedule sets it per epoch."""
+    if epoch < o.warmup_epochs:
+        return o.lr * (epoch + 1) / o.warmup_epochs
+    if o.schedule == "cosine":
+        t = (epoch - o.warmup_epochs) / max(1, o.epochs - o.warmup_epochs)
+        return o.lr * 0.5 * (1.0 + math.cos(math.pi * t))
+    if epoch >= o.decay2_epoch:
+        return o.lr * o.decay2_factor
+    if epoch >= o.decay1_epoch:
+        return o.lr * o.decay1_factor
+    return o.lr
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InvTransferError("config key 'device=cuda' but CUDA is not available here; use device=auto or cpu.")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InvTransferError("config key 'device=mps' but MPS is not available here; use device=auto or cpu.")
+    return torch.device(name)
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def versions() -> dict:
+    """Package, torch and git commit of the code that ran."""
+    commit = None
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"invtransfer": invtransfer.__version__, "torch": torch.__version__, "python": sys.version.split()[0],
+            "git_commit": commit}
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, images_uint8: torch.Tensor, normalizer: batches.Normalizer,
+                   batch_size: int = 1024, amp_dtype: torch.dtype | None = None,
+                   channels_last: bool = False) -> torch.Tensor:
+    """Logits (float32, on the images' device) of uint8 (N, C, H, W) images, in eval mode."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(images_uint8), batch_size):
+        x = normalizer(images_uint8[i:i + batch_size])
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+            out.append(model(x).float())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def evaluate_split(model, images, labels, normalizer, train_class_counts, **kw) -> dict:
+    """classification_metrics of a model on one split (uint8 images and labels on one device)."""
+    logits = predict_logits(model, images, normalizer, **kw)
+    return classification_metrics(logits.argmax(1).cpu().numpy(), labels.cpu().numpy(), len(train_class_counts),
+                                  train_class_counts)
+
+
+def _json_dump(path: str, obj: Any) -> None:
+    datasets.atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+class ClassifierRun:
+    """State and outputs of one training run; :meth:`run` does the work."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.cfg_dict = to_dict(cfg)
+        self.device = resolve_device(cfg.device)
+        self.amp_dtype = autocast_dtype(cfg.amp, self.device)
+        self.method = method_label(cfg)
+        self.ds: LTDataset = datasets.build_dataset(cfg.data)
+        if cfg.oracle and self.ds.nuisance == "none":
+            raise InvTransferError(f"config key 'oracle=true' needs a dataset with a synthetic nuisance; "
+                                   f"{self.ds.name!r} has none (use e.g. fmnist-bg-lt).")
+        # Store the resolved dataset options so the run can be rebuilt exactly.
+        self.cfg_dict["data"] = self.ds.config
+        self.run_dir = self._prepare_run_dir()
+
+    # ----------------------------------------------------------------- run directory
+    def _prepare_run_dir(self) -> str:
+        cfg = self.cfg
+        name = cfg.name or "__".join([self.ds.name, self.method.replace("+", "-"), f"s{cfg.seed}",
+                                      time.strftime("%Y%m%d-%H%M%S")])
+        run_dir = os.path.join(cfg.out_dir, name)
+        if os.path.exists(run_dir):
+            if cfg.resume:
+                return run_dir
+            if cfg.overwrite:
+                shutil.rmtree(run_dir)
+            else:
+                raise InvTransferError(f"run directory {run_dir} already exists; pass resume=true to continue it "
+                                       f"or overwrite=true to replace it (or choose another name=...).")
+        elif cfg.resume:
+            raise InvTransferError(f"resume=true but run directory {run_dir} does not exist.")
+        os.makedirs(run_dir)
+        return run_dir
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.run_dir, *parts)
+
+    # ----------------------------------------------------------------- set-up
+    def _setup(self) -> None:
+        cfg, ds = self.cfg, self.ds
+        torch.manual_seed(cfg.seed)
+        counts = ds.train_class_counts
+        if min(counts) == 0:
+            empty = [ds.class_names[c] for c, n in enumerate(counts) if n == 0]
+            raise InvTransferError(f"dataset {ds.name!r} has classes without training images: {empty[:5]}.")
+        self.loss_fn = losses.build_loss(cfg.loss.name, counts, focal_gamma=cfg.loss.focal_gamma,
+                                         ldam_max_margin=cfg.loss.ldam_max_margin, ldam_scale=cfg.loss.ldam_scale,
+                                         logit_adjust_tau=cfg.loss.logit_adjust_tau).to(self.device)
+        cosine = cfg.cosine_head if cfg.cosine_head is not None else bool(self.loss_fn.needs_cosine_head)
+        c, h, w = ds.image_shape
+        self.model = build_model(cfg.model, ds.num_classes, in_channels=c, cosine_head=cosine).to(self.device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.train_model = torch.compile(self.model) if cfg.compile else self.model
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                                         weight_decay=cfg.optim.weight_decay)
+        self.class_weight = losses.effective_number_weights(counts, cfg.loss.reweight_beta).to(self.device)
+        self.normalizer = batches.Normalizer(*batches.channel_stats(ds.x_train))
+        train_images = ds.x_train_base if cfg.oracle else ds.x_train
+        self.x_train = batches.to_device_images(train_images, self.device)
+        self.y_train = torch.from_numpy(ds.y_train).to(self.device)
+        self.counts_t = torch.tensor(counts)
+        self.x_val = batches.to_device_images(ds.x_val, self.device)
+        self.y_val = torch.from_numpy(ds.y_val).to(self.device)
+        self.augmenter = batches.Augmenter(self.normalizer, cfg.augment, cfg.crop_padding,
+                                           ds.nuisance if cfg.oracle else "none")
+
+    def sampler_for(self, epoch: int) -> str:
+        rule = self.cfg.rule
+        return "balanced" if rule == "resample" or (rule == "drs" and epoch >= self.cfg.e1) else "uniform"
+
+    def class_weight_for(self, epoch: int) -> torch.Tensor | None:
+        rule = self.cfg.rule
+        return self.class_weight if rule == "reweight" or (rule == "drw" and epoch >= self.cfg.e1) else None
+
+    # ----------------------------------------------------------------- checkpoints
+    def _state(self, epoch: int, step: int, running: dict) -> dict:
+        return {"format": "invtransfer/classifier", "state": "full", "config": self.cfg_dict,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "epoch": epoch, "step": step, "running": running, "best": self.best,
+                "best_model": self.best_model, "dataset": self._dataset_meta(),
+                "torch_rng": torch.get_rng_state()}
+
+    def _dataset_meta(self) -> dict:
+        ds = self.ds
+        return {"name": ds.name, "fingerprint": ds.fingerprint, "class_names": ds.class_names,
+                "train_class_counts": ds.train_class_counts, "image_shape": list(ds.image_shape),
+                "nuisance": ds.nuisance, "normalizer": {"mean": self.normalizer.mean, "std": self.normalizer.std}}
+
+    def save_checkpoint(self, epoch: int, step: int, running: dict) -> None:
+        atomic_save(self._state(epoch, step, running), self.path("checkpoint.pt"))
+
+    def _restore(self) -> tuple[int, int, dict]:
+        ck = load_checkpoint(self.path("checkpoint.pt"), "classifier")
+        differ = [k for k in diff_configs(ck["config"], self.cfg_dict) if not k.startswith(_RESUME_FREE)]
+        if differ:
+            raise InvTransferError(f"cannot resume {self.run_dir}: the config differs from the run's in "
+                                   f"{', '.join(differ)}. Resume with the original values, or start a new run.")
+        if ck["dataset"]["fingerprint"] != self.ds.fingerprint:
+            raise InvTransferError(f"cannot resume {self.run_dir}: its dataset fingerprint "
+                                   f"{ck['dataset']['fingerprint']} differs from the rebuilt dataset's "
+                                   f"{self.ds.fingerprint} (source files or build code changed).")
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.best, self.best_model = ck["best"], ck["best_model"]
+        torch.set_rng_state(ck["torch_rng"])
+        return int(ck["epoch"]), int(ck["step"]), dict(ck["running"])
+
+    # ----------------------------------------------------------------- the loop
+    def run(self) -> dict:
+        cfg, o = self.cfg, self.cfg.optim
+        t_start = time.time()
+        self._setup()
+        self.best: dict = {"epoch": -1, "balanced_accuracy": -1.0}
+        self.best_model: dict | None = None
+        epoch, start_step, running = 0, 0, {}
+        if cfg.resume:
+            epoch, start_step, running = self._restore()
+            self._truncate_log(epoch)
+        else:
+            datasets.atomic_write_bytes(self.path("config.yaml"), dump_yaml(self.cfg_dict).encode())
+        tb = self._tensorboard()
+        n = len(self.y_train)
+        steps = math.ceil(n / o.batch_size)
+        with StopSignals() as signals:
+            while epoch < o.epochs:
+                lr = learning_rate(o, epoch)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                idx = batches.epoch_indices(self.sampler_for(epoch), self.y_train, self.counts_t, cfg.seed, epoch)
+                idx = idx.to(self.device)
+                weight = self.class_weight_for(epoch)
+                running = running or {"loss": 0.0, "correct": 0, "seen": 0, "time": 0.0}
+                bar = self._progress(epoch, steps, start_step)
+                self.model.train()
+                t0 = time.time()
+                for step in range(start_step, steps):
+                    bidx = idx[step * o.batch_size:(step + 1) * o.batch_size]
+                    loss, correct = self._train_step(bidx, epoch, step, weight)
+                    if not math.isfinite(loss):
+                        raise InvTransferError(
+                            f"non-finite training loss ({loss}) at epoch {epoch} step {step}; the run stopped. "
+                            f"The last good checkpoint is {self.path('checkpoint.pt')} (if one was written); "
+                            f"try a smaller optim.lr.")
+                    running["loss"] += loss * len(bidx)
+                    running["correct"] += correct
+                    running["seen"] += len(bidx)
+                    if bar is not None:
+                        el = running["time"] + time.time() - t0
+                        bar.set_postfix(loss=f"{running['loss'] / running['seen']:.3f}",
+                                        acc=f"{100 * running['correct'] / running['seen']:.1f}", lr=f"{lr:.3g}",
+                                        ips=f"{running['seen'] / max(el, 1e-9):.0f}")
+                        bar.update(1)
+                    if signals.stop:
+                        running["time"] += time.time() - t0
+                        self.save_checkpoint(epoch, step + 1, running)
+                        if bar is not None:
+                            bar.close()
+                        raise TrainingInterrupted(
+                            f"stopped by signal {signals.signum} at epoch {epoch} step {step + 1}/{steps}; "
+                            f"checkpoint saved to {self.path('checkpoint.pt')}. Continue with: invtransfer train "
+                            f"{self.path('config.yaml')} name={os.path.basename(self.run_dir)} "
+                            f"out_dir={cfg.out_dir} resume=true", signals.signum)
+                if bar is not None:
+                    bar.close()
+                running["time"] += time.time() - t0
+                record = self._end_epoch(epoch, lr, running)
+                if tb is not None:
+                    for k, v in record.items():
+                        if isinstance(v, (int, float)) and v is not None:
+                            tb.add_scalar(k, v, epoch)
+                epoch, start_step, running = epoch + 1, 0, {}
+                if epoch % cfg.checkpoint_every == 0 or epoch == o.epochs:
+                    self.save_checkpoint(epoch, 0, {})
+        if tb is not None:
+            tb.close()
+        return self._finish(time.time() - t_start)
+
+    def _train_step(self, bidx: torch.Tensor, epoch: int, step: int, weight: torch.Tensor | None) -> tuple[float, int]:
+        g = batches.step_generator(self.cfg.seed, epoch, step, stream=1)
+        x = self.augmenter(self.x_train[bidx], g)
+        y = self.y_train[bidx]
+        if self.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
+                            enabled=self.amp_dtype is not None):
+            logits = self.train_model(x)
+        loss = self.loss_fn(logits.float(), y, class_weight=weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach()), int((logits.argmax(1) == y).sum())
+
+    def _progress(self, epoch: int, steps: int, start_step: int):
+        if self.cfg.quiet:
+            return None
+        from tqdm import tqdm
+        return tqdm(total=steps, initial=start_step, desc=f"epoch {epoch + 1}/{self.cfg.optim.epochs}",
+                    leave=False, dynamic_ncols=True, file=sys.stderr)
+
+    def _evaluate(self, images, labels) -> dict:
+        return evaluate_split(self.model, images, labels, self.normalizer, self.ds.train_class_counts,
+                              batch_size=self.cfg.eval_batch_size, amp_dtype=self.amp_dtype,
+                              channels_last=self.cfg.channels_last)
+
+    def _end_epoch(self, epoch: int, lr: float, running: dict) -> dict:
+        cfg = self.cfg
+        record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "sampler": self.sampler_for(epoch),
+                                  "reweighted": self.class_weight_for(epoch) is not None,
+                                  "train_loss": running["loss"] / max(running["seen"], 1),
+                                  "train_accuracy": 100.0 * running["correct"] / max(running["seen"], 1),
+                                  "images_per_s": running["seen"] / max(running["time"], 1e-9),
+                                  "epoch_time_s": running["time"]}
+        last = epoch + 1 == cfg.optim.epochs
+        if len(self.y_val) and ((epoch + 1) % cfg.eval_every == 0 or last):
+            m = self._evaluate(self.x_val, self.y_val)
+            record.update(val_error=m["error"], val_balanced_accuracy=m["balanced_accuracy"])
+            if cfg.select == "val" and m["balanced_accuracy"] > self.best["balanced_accuracy"]:
+                self.best = {"epoch": epoch + 1, "balanced_accuracy": m["balanced_accuracy"]}
+                self.best_model = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        with open(self.path("metrics.jsonl"), "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        msg = (f"epoch {epoch + 1}/{cfg.optim.epochs} loss {record['train_loss']:.4f} "
+               f"acc {record['train_accuracy']:.2f} lr {lr:.3g} {record['images_per_s']:.0f} img/s")
+        if "val_balanced_accuracy" in record:
+            msg += f" val bal-acc {record['val_balanced_accuracy']:.2f}"
+        print(msg, file=sys.stderr if not cfg.quiet else sys.stdout, flush=True)
+        return record
+
+    def _truncate_log(self, epoch: int) -> None:
+        """Drop log lines of epochs the resumed run will redo (written after the checkpoint)."""
+        path = self.path("metrics.jsonl")
+        if not os.path.isfile(path):
+            return
+        with open(path, encoding="utf-8") as fh:
+            lines = [ln for ln in fh if ln.strip() and json.loads(ln)["epoch"] <= epoch]
+        datasets.atomic_write_bytes(path, "".join(lines).encode())
+
+    def _tensorboard(self):
+        if not self.cfg.tensorboard:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise InvTransferError("tensorboard=true needs the tensorboard package (pip install tensorboard).") from None
+        return SummaryWriter(self.path("tensorboard"))
+
+    # ----------------------------------------------------------------- the end
+    def _finish(self, wall_time: float) -> dict:
+        cfg, ds = self.cfg, self.ds
+        if cfg.select == "val" and self.best_model is not None:
+            self.model.load_state_dict(self.best_model)
+            selected = {"which": "best_val", "epoch": self.best["epoch"],
+                        "why": f"highest validation balanced accuracy ({self.best['balanced_accuracy']:.2f}%) "
+                               f"over epochs evaluated every {cfg.eval_every}"}
+        else:
+            why = "select=last" if cfg.select == "last" else "no validation images, so the last epoch"
+            selected = {"which": "last", "epoch": cfg.optim.epochs, "why": why}
+        x_test = batches.to_device_images(ds.x_test, self.device)
+        test = self._evaluate(x_test, torch.from_numpy(ds.y_test).to(self.device))
+        atomic_save({"format": "invtransfer/classifier", "state": "weights", "config": self.cfg_dict,
+                     "model": self.model.state_dict(), "dataset": self._dataset_meta(),
+                     "selected_weights": selected}, self.path("model.pt"))
+        results = {"dataset": ds.name, "method": self.method, "seed": cfg.seed, "instance": ds.config["instance"],
+                   "train_class_counts": ds.train_class_counts, "test_error": test["error"],
+                   "test_accuracy": test["accuracy"], "test_balanced_accuracy": test["balanced_accuracy"],
+                   "per_class_accuracy": test["per_class_accuracy"],
+                   "many_shot_accuracy": test["many_shot_accuracy"],
+                   "medium_shot_accuracy": test["medium_shot_accuracy"],
+                   "few_shot_accuracy": test["few_shot_accuracy"], "shot_group_sizes": test["shot_group_sizes"],
+                   "confusion_matrix": test["confusion_matrix"], "selected_weights": selected,
+                   "wall_time_s": wall_time, "device": str(self.device), "versions": versions(),
+                   "dataset_fingerprint": ds.fingerprint, "config": self.cfg_dict}
+        _json_dump(self.path("results.json"), results)
+        self._write_csv()
+        self._plots(results)
+        print(f"test error {test['error']:.2f}%  balanced accuracy {test['balanced_accuracy']:.2f}%  "
+              f"({selected['which']} weights, epoch {selected['epoch']}); outputs in {self.run_dir}", flush=True)
+        return results
+
+    def _records(self) -> list[dict]:
+        with open(self.path("metrics.jsonl"), encoding="utf-8") as fh:
+            return [json.loads(ln) for ln in fh if ln.strip()]
+
+    def _write_csv(self) -> None:
+        records = self._records()
+        keys = sorted({k for r in records for k in r}, key=lambda k: (k != "epoch", k))
+        import io
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(records)
+        datasets.atomic_write_bytes(self.path("metrics.csv"), buf.getvalue().encode())
+
+    def _plots(self, results: dict) -> None:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        records = self._records()
+        ep = [r["epoch"] for r in records]
+        fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+        axes[0].plot(ep, [r["train_loss"] for r in records])
+        axes[0].set(title="training loss", xlabel="epoch")
+        axes[1].plot(ep, [r["train_accuracy"] for r in records], label="train (sampled batches)")
+        val = [(r["epoch"], r["val_balanced_accuracy"]) for r in records if "val_balanced_accuracy" in r]
+        if val:
+            axes[1].plot(*zip(*val), marker=".", label="val balanced")
+        axes[1].set(title="accuracy (%)", xlabel="epoch")
+        axes[1].legend(fontsize=7)
+        axes[2].plot(ep, [r["lr"] for r in records])
+        axes[2].set(title="learning rate", xlabel="epoch", yscale="log")
+        fig.suptitle(f"{results['dataset']} {results['method']} seed {results['seed']}", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(self.path("curves.png"), dpi=90)
+        plt.close(fig)
+        plot_per_class_accuracy([results], self.path("per_class_accuracy.png"))
+
+
+def plot_per_class_accuracy(results: list[dict], path: str) -> None:
+    """Per-class test accuracy against training class size (log x), one series per result."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for r in results:
+        pts = [(n, a) for n, a in zip(r["train_class_counts"], r["per_class_accuracy"]) if a is not None]
+        ax.scatter(*zip(*pts), s=14, label=f"{r['method']} (s{r['seed']})", alpha=0.8)
+    ax.set(xscale="log", xlabel="training images in class", ylabel="test accuracy (%)",
+           title=f"{results[0]['dataset']}: per-class accuracy vs class size")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run (or resume) one classifier training; returns ``results.json``'s content."""
+    return ClassifierRun(cfg).run()
+
+
+def load_classifier(path: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """A trained classifier from a run directory, its ``model.pt`` or its ``checkpoint.pt``.
+
+    Returns the model (eval mode, on ``device``) and the checkpoint's metadata (config, dataset
+    meta with the normaliser, selected weights).
+    """
+    if os.path.isdir(path):
+        for fname in ("model.pt", "checkpoint.pt"):
+            if os.path.isfile(os.path.join(path, fname)):
+                path = os.path.join(path, fname)
+                break
+        else:
+            raise InvTransferError(f"{path} holds neither model.pt nor checkpoint.pt; expected a classifier "
+                                   f"run directory or checkpoint file.")
+    ck = load_checkpoint(path, "classifier")
+    try:
+        cfg = from_dict(TrainConfig, ck["config"])
+        meta = ck["dataset"]
+        weights = ck["model"]
+        if ck.get("state") == "full" and cfg.select == "val" and ck.get("best_model") is not None:
+            weights = ck["best_model"]
+        c = meta["image_shape"][0]
+        cosine = cfg.cosine_head if cfg.cosine_head is not None else cfg.loss.name == "ldam"
+        model = build_model(cfg.model, len(meta["class_names"]), in_channels=c, cosine_head=cosine)
+        model.load_state_dict(weights)
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise InvTransferError(f"checkpoint {path} does not hold a consistent classifier ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0][:200]}).") from None
+    model.to(device).eval()
+    meta = dict(meta, config=ck["config"], path=path, selected_weights=ck.get("selected_weights"))
+    return model, meta
+
+
+def evaluate_checkpoint(path: str, split: str = "test", device: str = "auto") -> dict:
+    """Metrics of a trained classifier on its dataset's val or test split."""
+    dev = resolve_device(device)
+    model, meta = load_classifier(path, dev)
+    data_cfg = from_dict(DatasetConfig, meta["config"]["data"])
+    ds = datasets.build_dataset(data_cfg)
+    if ds.fingerprint != meta["fingerprint"]:
+        raise InvTransferError(f"the dataset rebuilt for {path} has fingerprint {ds.fingerprint}, but the "
+                               f"classifier was trained on {meta['fingerprint']} (source files changed).")
+    x, y = (ds.x_val, ds.y_val) if split == "val" else (ds.x_test, ds.y_test)
+    normalizer = batches.Normalizer(**meta["normalizer"])
+    m = evaluate_split(model, batches.to_device_images(x, dev), torch.from_numpy(y).to(dev), normalizer,
+                       meta["train_class_counts"])
+    return dict(m, split=split, checkpoint=meta["path"], dataset=ds.name, selected_weights=meta["selected_weights"])
+
+
+__all__ = ["TrainConfig", "OptimConfig", "LossConfig", "train", "load_classifier", "evaluate_checkpoint",
+           "learning_rate", "method_label", "predict_logits"]

@@ -1,0 +1,232 @@
+"""Classification losses for long-tailed training, and class-balanced ("effective number") weights.
+
+This module owns the loss functions a classifier can be trained with -- cross entropy, focal
+loss, LDAM (Cao et al. 2019), Balanced Softmax (Ren et al. 2020) and logit adjustment (Menon et
+al. 2021) -- and :func:`effective_number_weights` (Cui et al. 2019), the per-class weights the
+Reweight and DRW rules pass to a loss.
+
+Every loss takes ``forward(logits, targets, class_weight=None)``. A per-class ``class_weight``
+is applied as ``F.cross_entropy(weight=...)`` with ``reduction='mean'`` does, i.e. the weighted
+mean ``sum_i w_{y_i} l_i / sum_i w_{y_i}``, as the LDAM-DRW code does -- except for the focal
+loss, see :class:`FocalLoss`. Per-class constants (log class sizes, margins) are registered
+buffers, so ``.to(device)`` moves them with the module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from invtransfer.errors import InvTransferError, suggest
+
+LOSSES = ("ce", "focal", "ldam", "balanced_softmax", "logit_adjust")
+
+
+def _check_counts(class_counts: Sequence[int], what: str, allow_zero: bool) -> np.ndarray:
+    counts = np.asarray(list(class_counts))
+    if counts.ndim != 1 or counts.size == 0:
+        raise InvTransferError(f"{what}: class_counts must be a non-empty list of per-class "
+                               f"training-set sizes, got {list(class_counts)!r}.")
+    if not np.issubdtype(counts.dtype, np.number) or np.any(counts != np.round(counts)):
+        raise InvTransferError(f"{what}: class_counts must be whole numbers, got {counts.tolist()!r}.")
+    counts = counts.astype(np.int64)
+    if np.any(counts < 0):
+        raise InvTransferError(f"{what}: class_counts must not be negative, got {counts.tolist()!r}.")
+    if not allow_zero and np.any(counts == 0):
+        empty = np.flatnonzero(counts == 0).tolist()
+        raise InvTransferError(
+            f"{what}: every class needs at least one training image, but class(es) {empty} have "
+            f"none (class_counts={counts.tolist()!r}); this loss uses per-class sizes that are "
+            f"undefined for an empty class.")
+    return counts
+
+
+def effective_number_weights(class_counts: Sequence[int], beta: float = 0.9999) -> torch.Tensor:
+    """Class-balanced weights of Cui et al. (2019): ``(1 - beta) / (1 - beta ** n_c)``.
+
+    Normalised to sum to the number of classes C, as the LDAM-DRW code does; ``beta = 0`` gives
+    all ones. Returns a float32 tensor of shape ``(C,)``. A class with no images is an error.
+    """
+    if not 0.0 <= beta < 1.0:
+        raise InvTransferError(f"effective_number_weights: beta must be in [0, 1), got {beta}.")
+    counts = _check_counts(class_counts, "effective_number_weights", allow_zero=False)
+    # float64: with beta = 0.9999 and n ~ 1, 1 - beta ** n is ~1e-4 and float32 loses digits.
+    weights = (1.0 - beta) / (1.0 - np.power(beta, counts.astype(np.float64)))
+    weights = weights / weights.sum() * counts.size
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+class LongTailLoss(nn.Module):
+    """Base class: a classification loss that may depend on the training class sizes.
+
+    Attributes: ``name`` (one of :data:`LOSSES`), ``num_classes`` and ``needs_cosine_head``
+    (True when the loss expects cosine-similarity logits in [-1, 1], i.e. LDAM, so the trainer
+    builds the model with ``cosine_head=True``). Subclasses implement :meth:`_loss`.
+    """
+
+    name: str = ""
+    needs_cosine_head: bool = False
+
+    def __init__(self, class_counts: Sequence[int], *, allow_zero_counts: bool = True) -> None:
+        super().__init__()
+        counts = _check_counts(class_counts, f"loss {self.name!r}", allow_zero=allow_zero_counts)
+        self.num_classes = int(counts.size)
+        self.register_buffer("class_counts", torch.tensor(counts, dtype=torch.float32))
+
+    def forward(self, logits: Tensor, targets: Tensor, class_weight: Tensor | None = None) -> Tensor:
+        """Scalar loss for ``logits`` (N, C) and integer ``targets`` (N,).
+
+        ``class_weight`` (C,) optionally weights each example by the weight of its class.
+        """
+        if logits.dim() != 2 or logits.shape[1] != self.num_classes:
+            raise InvTransferError(
+                f"loss {self.name!r}: expected logits of shape (N, {self.num_classes}), "
+                f"got {tuple(logits.shape)}.")
+        if class_weight is not None:
+            if class_weight.shape != (self.num_classes,):
+                raise InvTransferError(
+                    f"loss {self.name!r}: class_weight must have shape ({self.num_classes},), "
+                    f"got {tuple(class_weight.shape)}.")
+            class_weight = class_weight.to(device=logits.device, dtype=logits.dtype)
+        return self._loss(logits, targets, class_weight)
+
+    def _loss(self, logits: Tensor, targets: Tensor, class_weight: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}"
+
+
+class CrossEntropyLoss(LongTailLoss):
+    """Plain (optionally class-weighted) cross entropy."""
+
+    name = "ce"
+
+    def _loss(self, logits: Tensor, targets: Tensor, class_weight: Tensor | None) -> Tensor:
+        return F.cross_entropy(logits, targets, weight=class_weight)
+
+
+class FocalLoss(LongTailLoss):
+    """Focal loss in the form of the LDAM-DRW code (Lin et al. 2017).
+
+    ``l = CE(logits, y, weight=class_weight, reduction='none')``, ``p = exp(-l)``,
+    ``loss = mean((1 - p) ** gamma * l)``. Two consequences of copying that form: the class
+    weight enters *inside* the exponential (``p`` is ``p_y ** w_y``, not the model's
+    probability ``p_y``), and the batch is reduced by a plain mean, not the weighted mean the
+    other losses use. With ``gamma = 0`` and no class weight it equals cross entropy.
+    """
+
+    name = "focal"
+
+    def __init__(self, class_counts: Sequence[int], gamma: float = 1.0) -> None:
+        if gamma < 0:
+            raise InvTransferError(f"loss 'focal': focal_gamma must be >= 0, got {gamma}.")
+        super().__init__(class_counts)
+        self.gamma = float(gamma)
+
+    def _loss(self, logits: Tensor, targets: Tensor, class_weight: Tensor | None) -> Tensor:
+        ce = F.cross_entropy(logits, targets, weight=class_weight, reduction="none")
+        p = torch.exp(-ce)
+        return ((1.0 - p) ** self.gamma * ce).mean()
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, gamma={self.gamma}"
+
+
+class LDAMLoss(LongTailLoss):
+    """Label-distribution-aware margin loss (Cao et al. 2019).
+
+    Margins ``m_j = n_j ** (-1/4)`` rescaled so ``max_j m_j = max_margin``; the target logit
+    (a cosine similarity) loses its class's margin and the result is scaled by ``s`` before a
+    (weighted) cross entropy: ``CE(s * (z - m_y e_y), y, weight)``.
+    """
+
+    name = "ldam"
+    needs_cosine_head = True
+
+    def __init__(self, class_counts: Sequence[int], max_margin: float = 0.5, scale: float = 30.0) -> None:
+        if max_margin <= 0:
+            raise InvTransferError(f"loss 'ldam': ldam_max_margin must be > 0, got {max_margin}.")
+        if scale <= 0:
+            raise InvTransferError(f"loss 'ldam': ldam_scale must be > 0, got {scale}.")
+        super().__init__(class_counts, allow_zero_counts=False)
+        margins = self.class_counts.double() ** -0.25
+        margins = margins * (max_margin / margins.max())
+        self.register_buffer("margins", margins.float())
+        self.max_margin = float(max_margin)
+        self.scale = float(scale)
+
+    def _loss(self, logits: Tensor, targets: Tensor, class_weight: Tensor | None) -> Tensor:
+        # one_hot * margins puts m_y in the target column only; this avoids boolean indexing,
+        # which torch.compile would have to treat as data-dependent.
+        target_margin = F.one_hot(targets, self.num_classes).to(logits.dtype) * self.margins.to(logits.dtype)
+        return F.cross_entropy(self.scale * (logits - target_margin), targets, weight=class_weight)
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, max_margin={self.max_margin}, scale={self.scale}"
+
+
+class BalancedSoftmaxLoss(LongTailLoss):
+    """Balanced Softmax (Ren et al. 2020): ``CE(logits + log n_j, y, weight)``.
+
+    Identical in value to :class:`LogitAdjustedLoss` with ``tau = 1``: ``log pi_j`` and
+    ``log n_j`` differ by the constant ``log sum_j n_j``, which softmax ignores. Both names are
+    kept because the literature uses both.
+    """
+
+    name = "balanced_softmax"
+
+    def __init__(self, class_counts: Sequence[int]) -> None:
+        super().__init__(class_counts, allow_zero_counts=False)
+        self.register_buffer("log_counts", torch.log(self.class_counts))
+
+    def _loss(self, logits: Tensor, targets: Tensor, class_weight: Tensor | None) -> Tensor:
+        return F.cross_entropy(logits + self.log_counts.to(logits.dtype), targets, weight=class_weight)
+
+
+class LogitAdjustedLoss(LongTailLoss):
+    """Logit-adjusted loss (Menon et al. 2021): ``CE(logits + tau * log pi_j, y, weight)``.
+
+    ``pi_j = n_j / sum_k n_k`` is the training prior. With ``tau = 1`` this equals
+    :class:`BalancedSoftmaxLoss` (see there).
+    """
+
+    name = "logit_adjust"
+
+    def __init__(self, class_counts: Sequence[int], tau: float = 1.0) -> None:
+        super().__init__(class_counts, allow_zero_counts=False)
+        self.tau = float(tau)
+        log_prior = torch.log(self.class_counts.double() / self.class_counts.double().sum())
+        self.register_buffer("log_prior", log_prior.float())
+
+    def _loss(self, logits: Tensor, targets: Tensor, class_weight: Tensor | None) -> Tensor:
+        adjusted = logits + self.tau * self.log_prior.to(logits.dtype)
+        return F.cross_entropy(adjusted, targets, weight=class_weight)
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, tau={self.tau}"
+
+
+def build_loss(name: str, class_counts: Sequence[int], *, focal_gamma: float = 1.0,
+               ldam_max_margin: float = 0.5, ldam_scale: float = 30.0,
+               logit_adjust_tau: float = 1.0) -> LongTailLoss:
+    """Build one of :data:`LOSSES` for a training set with the given per-class sizes."""
+    if name == "ce":
+        return CrossEntropyLoss(class_counts)
+    if name == "focal":
+        return FocalLoss(class_counts, gamma=focal_gamma)
+    if name == "ldam":
+        return LDAMLoss(class_counts, max_margin=ldam_max_margin, scale=ldam_scale)
+    if name == "balanced_softmax":
+        return BalancedSoftmaxLoss(class_counts)
+    if name == "logit_adjust":
+        if not math.isfinite(logit_adjust_tau):
+            raise InvTransferError(f"loss 'logit_adjust': logit_adjust_tau must be finite, got {logit_adjust_tau}.")
+        return LogitAdjustedLoss(class_counts, tau=logit_adjust_tau)
+    raise InvTransferError(
+        f"Unknown loss {name!r}; expected one of {', '.join(LOSSES)}.{suggest(name, LOSSES)}")

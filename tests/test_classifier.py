@@ -1,0 +1,156 @@
+"""The classifier training loop: outputs, schedule, rules, exact resume, bad input."""
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from conftest import tiny_data_overrides
+from invtransfer import cli
+from invtransfer.config import from_dict
+from invtransfer.errors import InvTransferError
+from invtransfer.train import classifier
+from invtransfer.train.checkpoint import TrainingInterrupted, load_checkpoint
+
+
+def tiny_cfg(npz, out_dir, **kw):
+    d = {"data": tiny_data_overrides(npz), "model": "resnet20", "augment": "crop_flip", "crop_padding": 2,
+         "optim": {"epochs": 3, "batch_size": 16, "warmup_epochs": 1, "decay1_epoch": 1, "decay2_epoch": 2,
+                   "lr": 0.05},
+         "out_dir": str(out_dir), "name": "run", "quiet": True, "checkpoint_every": 1, "rule": "drs"}
+    for k, v in kw.items():
+        if isinstance(v, dict):
+            d[k] = {**d.get(k, {}), **v}
+        else:
+            d[k] = v
+    return from_dict(classifier.TrainConfig, d)
+
+
+def test_learning_rate_schedule_matches_ldam_drw():
+    o = classifier.OptimConfig()
+    assert classifier.learning_rate(o, 0) == pytest.approx(0.02)
+    assert classifier.learning_rate(o, 4) == pytest.approx(0.1)
+    assert classifier.learning_rate(o, 159) == pytest.approx(0.1)
+    assert classifier.learning_rate(o, 160) == pytest.approx(0.001)
+    assert classifier.learning_rate(o, 179) == pytest.approx(0.001)
+    assert classifier.learning_rate(o, 180) == pytest.approx(1e-5)
+    cos = classifier.OptimConfig(schedule="cosine", epochs=10, warmup_epochs=0, decay1_epoch=5, decay2_epoch=8)
+    assert classifier.learning_rate(cos, 0) == pytest.approx(0.1)
+    assert classifier.learning_rate(cos, 5) == pytest.approx(0.05)
+
+
+def test_method_labels():
+    mk = lambda **kw: from_dict(classifier.TrainConfig, kw)  # noqa: E731
+    assert classifier.method_label(mk()) == "CE"
+    assert classifier.method_label(mk(rule="drs")) == "CE+DRS"
+    assert classifier.method_label(mk(loss={"name": "ldam"}, rule="drw")) == "LDAM-DRW"
+    assert classifier.method_label(mk(loss={"name": "balanced_softmax"}, rule="drs")) == "BalancedSoftmax+DRS"
+    assert classifier.method_label(mk(rule="drs", oracle=True)) == "CE+DRS+Oracle"
+
+
+def test_rules_switch_at_e1(tiny_npz, tmp_path):
+    for rule, samplers, weighted in [("erm", "uuu", "---"), ("drs", "ubb", "---"), ("drw", "uuu", "-ww"),
+                                     ("resample", "bbb", "---"), ("reweight", "uuu", "www")]:
+        run = classifier.ClassifierRun(tiny_cfg(tiny_npz, tmp_path / rule, rule=rule))
+        run._setup()
+        assert "".join(run.sampler_for(e)[0] for e in range(3)) == samplers, rule
+        assert "".join("w" if run.class_weight_for(e) is not None else "-" for e in range(3)) == weighted, rule
+
+
+def test_short_run_writes_every_output(tiny_npz, tmp_path):
+    res = classifier.train(tiny_cfg(tiny_npz, tmp_path))
+    run_dir = tmp_path / "run"
+    for f in ("config.yaml", "metrics.jsonl", "metrics.csv", "results.json", "checkpoint.pt", "model.pt",
+              "curves.png", "per_class_accuracy.png"):
+        assert (run_dir / f).is_file() and (run_dir / f).stat().st_size > 0, f
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2, 3]
+    assert [r["sampler"] for r in lines] == ["uniform", "balanced", "balanced"]
+    on_disk = json.loads((run_dir / "results.json").read_text())
+    for key in ("dataset", "method", "seed", "train_class_counts", "test_error", "test_balanced_accuracy",
+                "per_class_accuracy", "many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy",
+                "selected_weights", "wall_time_s", "device", "versions", "config"):
+        assert key in on_disk, key
+    assert on_disk["train_class_counts"] == [40, 20, 8, 4]
+    assert on_disk["method"] == "CE+DRS" and res["test_error"] == on_disk["test_error"]
+    assert on_disk["selected_weights"]["which"] in ("best_val", "last")
+    assert on_disk["config"]["data"]["profile"] == "list"  # resolved dataset options are stored
+    # evaluate reproduces the test metrics from the saved weights
+    ev = classifier.evaluate_checkpoint(str(run_dir), split="test", device="cpu")
+    assert ev["error"] == pytest.approx(on_disk["test_error"])
+
+
+def test_existing_run_dir_is_not_reused(tiny_npz, tmp_path):
+    classifier.train(tiny_cfg(tiny_npz, tmp_path, optim={"epochs": 2}))
+    before = (tmp_path / "run" / "results.json").read_bytes()
+    with pytest.raises(InvTransferError, match="already exists.*resume=true.*overwrite=true"):
+        classifier.train(tiny_cfg(tiny_npz, tmp_path, optim={"epochs": 2}))
+    assert (tmp_path / "run" / "results.json").read_bytes() == before
+
+
+def test_sigterm_then_resume_gives_identical_weights(tiny_npz, tmp_path, monkeypatch):
+    classifier.train(tiny_cfg(tiny_npz, tmp_path / "a"))
+    ref = load_checkpoint(str(tmp_path / "a" / "run" / "checkpoint.pt"))["model"]
+
+    real_step = classifier.ClassifierRun._train_step
+    calls = {"n": 0}
+
+    def step_then_signal(self, *a, **k):
+        out = real_step(self, *a, **k)
+        calls["n"] += 1
+        if calls["n"] == 7:  # mid-epoch 2 (5 steps per epoch)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(classifier.ClassifierRun, "_train_step", step_then_signal)
+    with pytest.raises(TrainingInterrupted, match="epoch 1 step 2"):
+        classifier.train(tiny_cfg(tiny_npz, tmp_path / "b"))
+    monkeypatch.setattr(classifier.ClassifierRun, "_train_step", real_step)
+    ck = load_checkpoint(str(tmp_path / "b" / "run" / "checkpoint.pt"))
+    assert (ck["epoch"], ck["step"]) == (1, 2)
+    classifier.train(tiny_cfg(tiny_npz, tmp_path / "b", resume=True))
+    got = load_checkpoint(str(tmp_path / "b" / "run" / "checkpoint.pt"))["model"]
+    for k in ref:
+        assert torch.equal(ref[k], got[k]), k
+    lines = (tmp_path / "b" / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
+
+
+def test_resume_with_other_config_names_the_keys(tiny_npz, tmp_path):
+    classifier.train(tiny_cfg(tiny_npz, tmp_path, optim={"epochs": 2}))
+    with pytest.raises(InvTransferError, match="optim.lr"):
+        classifier.train(tiny_cfg(tiny_npz, tmp_path, optim={"epochs": 2, "lr": 0.5}, resume=True))
+
+
+def test_non_finite_loss_stops_with_epoch_and_step(tiny_npz, tmp_path):
+    cfg = tiny_cfg(tiny_npz, tmp_path, optim={"lr": 1e30, "warmup_epochs": 0})
+    with pytest.raises(InvTransferError, match=r"non-finite training loss .* at epoch \d+ step \d+"):
+        classifier.train(cfg)
+
+
+def test_oracle_needs_a_nuisance(tiny_npz, tmp_path):
+    cfg = tiny_cfg(tiny_npz, tmp_path, oracle=True, data={**tiny_data_overrides(tiny_npz), "nuisance": "none"})
+    with pytest.raises(InvTransferError, match="oracle=true. needs a dataset with a synthetic nuisance"):
+        classifier.train(cfg)
+
+
+def test_cli_errors_are_one_paragraph(tiny_npz, tmp_path, capsys):
+    assert cli.main(["train", "optim.epochs=5", "optim.decay1_epoch=9"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err and "decay1_epoch" in err
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    assert cli.main(["evaluate", str(bad)]) == 2
+    assert "truncated or not a PyTorch checkpoint" in capsys.readouterr().err
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    assert cli.main(["evaluate", str(foreign)]) == 2
+    assert "not an invtransfer checkpoint" in capsys.readouterr().err
+
+
+def test_print_config_shows_resolved_values(capsys):
+    assert cli.main(["train", "configs/fmnist_lt/ce_drs.yaml", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "rule: drs" in out and "epochs: 50" in out and "decay1_epoch: 30" in out

@@ -1,0 +1,77 @@
+"""Config loading: YAML + base chains + key=value overrides, validation errors naming the key."""
+
+import pytest
+
+from invtransfer.config import diff_configs, load_config, parse_overrides
+from invtransfer.errors import InvTransferError
+from invtransfer.train.classifier import TrainConfig
+
+
+def test_defaults_yaml_and_overrides_stack(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("model: resnet20\noptim: {epochs: 50, decay1_epoch: 30, decay2_epoch: 40}\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("base: base.yaml\nrule: drs\noptim: {lr: 0.05}\n")
+    cfg = load_config(TrainConfig, child, ["optim.lr=0.2", "data.instance=3", "resume=false"])
+    assert cfg.model == "resnet20" and cfg.rule == "drs"
+    assert cfg.optim.epochs == 50 and cfg.optim.decay1_epoch == 30  # from base
+    assert cfg.optim.lr == 0.2  # override beats the file
+    assert cfg.optim.momentum == 0.9  # dataclass default
+    assert cfg.data.instance == 3
+
+
+def test_override_parsing_types():
+    assert parse_overrides(["a.b=1", "c=true", "d=[1, 2]", "e=null", "f=x/y"]) == \
+        {"a": {"b": 1}, "c": True, "d": [1, 2], "e": None, "f": "x/y"}
+    with pytest.raises(InvTransferError, match="key=value"):
+        parse_overrides(["novalue"])
+
+
+@pytest.mark.parametrize("override, needle", [
+    (["optim.lrr=0.1"], "unknown config key 'optim.lrr'.*Did you mean 'optim.lr'|unknown config key 'optim.lrr'"),
+    (["rule=dsr"], "config key 'rule'.*allowed values.*'drs'"),
+    (["optim.lr=-1"], "config key 'optim.lr'.*> 0"),
+    (["optim.epochs=ten"], "config key 'optim.epochs'.*integer"),
+    (["optim.epochs=2.5"], "config key 'optim.epochs'.*integer"),
+    (["compile=maybe"], "config key 'compile'.*true or false"),
+    (["loss.name=hinge"], "config key 'loss.name'.*'ce'"),
+    (["optim.epochs=100", "optim.decay1_epoch=100"], "decay1_epoch.*smaller than optim.epochs"),
+    (["data.imbalance_ratio=0.5"], "data.imbalance_ratio.*>= 1"),
+    (["data.name=cifar10lt"], "data.name.*Did you mean 'cifar10-lt'"),
+    (["data=5"], "config key 'data'.*mapping"),
+])
+def test_bad_values_name_the_key(override, needle):
+    with pytest.raises(InvTransferError, match=needle):
+        load_config(TrainConfig, None, override)
+
+
+def test_bad_yaml_files(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(InvTransferError, match="not valid YAML"):
+        load_config(TrainConfig, bad)
+    lst = tmp_path / "list.yaml"
+    lst.write_text("- 1\n- 2\n")
+    with pytest.raises(InvTransferError, match="mapping"):
+        load_config(TrainConfig, lst)
+    with pytest.raises(InvTransferError, match="does not exist"):
+        load_config(TrainConfig, tmp_path / "missing.yaml")
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("base: loop.yaml\n")
+    with pytest.raises(InvTransferError, match="loops"):
+        load_config(TrainConfig, loop)
+
+
+def test_diff_configs_names_nested_keys():
+    assert diff_configs({"a": 1, "b": {"c": 2, "d": 3}}, {"a": 1, "b": {"c": 5, "d": 3}}) == ["b.c"]
+
+
+def test_every_shipped_config_loads():
+    import glob
+    import os
+    root = os.path.join(os.path.dirname(__file__), "..", "configs")
+    files = [f for f in glob.glob(os.path.join(root, "*", "*.yaml")) if not os.path.basename(f).startswith("_")]
+    assert len(files) >= 20
+    for f in files:
+        cfg = load_config(TrainConfig, f)
+        assert cfg.optim.decay1_epoch < cfg.optim.epochs, f
