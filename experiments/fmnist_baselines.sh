@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# CE and CE+DRS on Fashion-MNIST-DIL-LT (resnet20, 50 epochs, the K49 schedule), seeds 0-2.
+# Resumable: a finished run (results.json) is skipped, an interrupted one is resumed.
+# Usage: experiments/fmnist_baselines.sh [DATASET] [OUT_DIR]   (data root from $INVTRANSFER_DATA)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dataset=${1:-fmnist-dil-lt}
+out=${2:-runs/baselines}
+bin=${INVTRANSFER_BIN:-.venv/bin/invtransfer}
+for seed in 0 1 2; do
+  for method in ce ce_drs; do
+    name="${dataset}__${method}__s${seed}"
+    if [[ -f "$out/$name/results.json" ]]; then echo "skip $name (done)"; continue; fi
+    resume=false; [[ -f "$out/$name/checkpoint.pt" ]] && resume=true
+    [[ -d "$out/$name" && $resume == false ]] && rm -rf "${out:?}/$name"
+    echo "run $name (resume=$resume)"
+    "$bin" train "configs/fmnist_lt/$method.yaml" data.name="$dataset" seed="$seed" \
+      out_dir="$out" name="$name" resume=$resume quiet=true
+  done
+done

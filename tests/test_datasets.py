@@ -1,0 +1,139 @@
+"""Dataset presets: building, variants, validation splits, caching, the `data` CLI."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import make_images, tiny_data_overrides
+from invtransfer import cli
+from invtransfer.data import datasets
+from invtransfer.errors import InvTransferError
+
+
+def build(npz, **kw):
+    return datasets.build_dataset(tiny_data_overrides(npz, **kw))
+
+
+def test_counts_and_first_n_selection(tiny_npz):
+    ds = build(tiny_npz, nuisance="none")
+    assert ds.train_class_counts == [40, 20, 8, 4]
+    raw = np.load(tiny_npz)
+    # the K49-style split holds out 20% first; the subset is the first n of the remaining, in order
+    for c, n in enumerate([40, 20, 8, 4]):
+        got = ds.x_train[ds.y_train == c]
+        assert len(got) == n
+    # val (20% of 240) is disjoint from train and transformed like test; test is the full official test set
+    assert len(ds.y_val) == 48 and len(ds.y_test) == len(raw["y_test"])
+    assert np.array_equal(ds.x_test, raw["x_test"])  # nuisance none: untouched
+
+
+def test_bg_nuisance_changes_only_zero_pixels(tiny_npz):
+    clean = build(tiny_npz, nuisance="none")
+    bg = build(tiny_npz, nuisance="bg")
+    assert np.array_equal(bg.y_train, clean.y_train) and np.array_equal(bg.x_train_base, clean.x_train)
+    zero = clean.x_train == 0
+    assert np.array_equal(bg.x_train[~zero], clean.x_train[~zero])
+    assert bg.x_train[zero].max() <= 99
+    # one value per image (each example transformed once with its own draw)
+    per_image = [np.unique(bg.x_train[i][zero[i]]) for i in range(len(bg.x_train))]
+    assert all(len(u) == 1 for u in per_image)
+    assert len({int(u[0]) for u in per_image}) > 10
+
+
+def test_instances_differ_and_seeds_reproduce(tiny_npz):
+    a = build(tiny_npz, nuisance="rot", class_order="random", instance=0)
+    b = build(tiny_npz, nuisance="rot", class_order="random", instance=0)
+    c = build(tiny_npz, nuisance="rot", class_order="random", instance=1)
+    assert np.array_equal(a.x_train, b.x_train) and a.fingerprint == b.fingerprint
+    assert a.fingerprint != c.fingerprint
+    assert sorted(a.train_class_counts) == sorted(c.train_class_counts) == [4, 8, 20, 40]
+    assert a.train_class_counts != c.train_class_counts or not np.array_equal(a.x_train, c.x_train)
+
+
+def test_theta_variant_has_few_base_images(tiny_npz):
+    ds = build(tiny_npz, nuisance="dil", variant="theta", theta_base_images=3)
+    assert ds.train_class_counts == [40, 20, 8, 4]
+    for c in range(4):
+        base = ds.x_train_base[ds.y_train == c]
+        assert len(np.unique(base.reshape(len(base), -1), axis=0)) <= 3
+
+
+def test_splice_transforms_only_one_rank(tiny_npz):
+    clean = build(tiny_npz, nuisance="none")
+    sp = build(tiny_npz, nuisance="bg", variant="splice", splice_rank=1)  # class 1 (index order)
+    changed = np.array([not np.array_equal(a, b) for a, b in zip(sp.x_train, clean.x_train)])
+    assert changed[sp.y_train == 1].mean() > 0.9 and not changed[sp.y_train != 1].any()
+
+
+def test_holdout_validation_keeps_training_counts(tmp_path):
+    x, y = make_images(30, num_classes=3, size=8, channels=3)
+    path = tmp_path / "rgb.npz"
+    np.savez(path, x_train=x, y_train=y, x_test=x[:9], y_test=y[:9])
+    ds = datasets.build_dataset({"name": "cifar10-lt", "source": "npz", "npz_file": str(path), "n_max": 30,
+                                 "imbalance_ratio": 10, "val_per_class": 5})
+    assert ds.train_class_counts == [30, 9, 3]
+    assert np.bincount(ds.y_val, minlength=3).tolist() == [0, 5, 5]  # class 0 has no unused images
+    assert ds.image_shape == (3, 8, 8)
+
+
+def test_cache_is_reused_and_invalidated(tiny_npz, tmp_path, monkeypatch):
+    a = build(tiny_npz, nuisance="bg")
+    cached = list((tmp_path / "cache").glob("fmnist-dil-lt-*.npz"))
+    assert len(cached) == 1 and a.fingerprint in cached[0].name
+    calls = []
+    monkeypatch.setattr(datasets, "_build", lambda *a, **k: calls.append(1))
+    b = build(tiny_npz, nuisance="bg")  # from the cache: _build not called
+    assert not calls and np.array_equal(a.x_train, b.x_train)
+    monkeypatch.undo()
+    monkeypatch.setenv("INVTRANSFER_CACHE", str(tmp_path / "cache"))
+    c = build(tiny_npz, nuisance="bg", seed=1)  # a changed option never reuses the cache
+    assert c.fingerprint != a.fingerprint
+    # a changed source file changes the fingerprint too
+    raw = dict(np.load(tiny_npz))
+    raw["x_train"] = raw["x_train"].copy()
+    raw["x_train"][0, 0, 0, 0] ^= 1
+    np.savez(tiny_npz, **raw)
+    assert build(tiny_npz, nuisance="bg").fingerprint != a.fingerprint
+
+
+def test_corrupt_cache_is_rebuilt(tiny_npz, tmp_path):
+    a = build(tiny_npz, nuisance="none")
+    (cached,) = (tmp_path / "cache").glob("fmnist-dil-lt-*.npz")
+    cached.write_bytes(b"garbage")
+    b = build(tiny_npz, nuisance="none")
+    assert np.array_equal(a.x_train, b.x_train)
+
+
+@pytest.mark.parametrize("opts, needle", [
+    ({"name": "cifar10lt"}, "'cifar10lt' is not allowed.*Did you mean 'cifar10-lt'"),
+    ({"imbalance_ratio": 0.5}, "imbalance_ratio.*>= 1"),
+    ({"zipf_alpha": 0}, "zipf_alpha.*> 0"),
+    ({"num_classes": 9}, "num_classes.*only 4 classes"),
+    ({"profile": "list", "counts": [1, 2]}, "counts|length"),
+    ({"variant": "theta", "nuisance": "none"}, "needs a nuisance"),
+    ({"npz_file": "/nonexistent/x.npz"}, "x.npz"),
+])
+def test_bad_options(tiny_npz, opts, needle):
+    with pytest.raises(InvTransferError, match=needle):
+        datasets.build_dataset(tiny_data_overrides(tiny_npz, **opts))
+
+
+def test_too_few_images_without_cycling(tiny_npz):
+    with pytest.raises(InvTransferError, match="class"):
+        datasets.build_dataset(tiny_data_overrides(tiny_npz, counts=[400, 20, 8, 4], allow_cycling=False))
+
+
+def test_data_cli_json_and_preview(tiny_npz, tmp_path, capsys):
+    args = [f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in tiny_data_overrides(tiny_npz).items()
+            if k != "name"]
+    png = tmp_path / "p.png"
+    assert cli.main(["data", "fmnist-dil-lt", *args, "--json", "--preview", str(png)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    for key in ("class_names", "train_class_counts", "val_size", "test_size", "imbalance_ratio", "sources",
+                "fingerprint"):
+        assert key in info
+    assert info["train_class_counts"] == [40, 20, 8, 4] and info["imbalance_ratio"] == 10.0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cli.main(["data", "cifar10lt"]) == 2
+    assert "Did you mean 'cifar10-lt'" in capsys.readouterr().err
