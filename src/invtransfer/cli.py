@@ -106,6 +106,84 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_generator(a: argparse.Namespace) -> int:
+    from invtransfer.config import load_config
+    from invtransfer.train import generator
+
+    config, overrides = _split_config(a.config, a.overrides)
+    cfg = load_config(generator.GeneratorTrainConfig, config, overrides)
+    if a.print_config:
+        print(dump_yaml(cfg), end="")
+        return 0
+    generator.train(cfg)
+    return 0
+
+
+def _dataset_config(name: str, overrides: Sequence[str]):
+    from invtransfer.data import datasets
+
+    return from_dict(datasets.DatasetConfig, dict(_kv(overrides), name=name))
+
+
+def cmd_sample(a: argparse.Namespace) -> int:
+    from invtransfer.data import datasets
+    from invtransfer.train import classifier, generator
+
+    if a.n < 1:
+        raise InvTransferError(f"--n must be >= 1, got {a.n}.")
+    gen, _ = generator.load_generator(a.generator, classifier.resolve_device(a.device))
+    ds = datasets.build_dataset(_dataset_config(a.dataset, a.overrides))
+    generator.check_compatible(gen, ds.image_shape, f"dataset {ds.name!r}")
+    print(generator.write_sample_grid(a.out, gen, ds, n_styles=a.n, seed=a.seed))
+    return 0
+
+
+def cmd_generator_quality(a: argparse.Namespace) -> int:
+    from invtransfer.train import generator
+
+    q = generator.generator_quality(a.generator, _dataset_config(a.dataset, a.overrides),
+                                    classifier_path=a.classifier, n_per_class=a.n_per_class, styles=a.styles,
+                                    seed=a.seed, device=a.device)
+    if a.json:
+        print(json.dumps(q, indent=2))
+        return 0
+    print(f"generator {q['generator']} ({q['generator_iterations']} iterations) on {q['dataset']} val: "
+          f"{q['n_images']} images x {q['styles']} styles")
+    print(f"reconstruction L1 ([-1, 1] units)  {q['reconstruction_l1']:.4f}")
+    d = q["diversity"]
+    if d is None:
+        print("nuisance diversity                no synthetic nuisance in this dataset")
+    else:
+        ratio = "n/a" if d["ratio"] is None else f"{d['ratio']:.3f}"
+        print(f"nuisance diversity ({d['statistic']})       generated {d['generated_std']:.3f}  "
+              f"true {d['true_std']:.3f}  ratio {ratio}")
+        print(f"  statistic: {d['description']}")
+    p = q["class_preservation"]
+    if p is None:
+        print(q["note"])
+    else:
+        true = "n/a" if p["true_transform_accuracy"] is None else f"{p['true_transform_accuracy']:.2f}%"
+        diff = "n/a" if p["difference"] is None else f"{p['difference']:+.2f}"
+        print(f"class preservation                generated {p['generated_accuracy']:.2f}%  true transform {true}  "
+              f"difference {diff}  (untouched inputs {p['input_accuracy']:.2f}%)")
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from invtransfer.demo import DEMO_EPOCHS, run_demo
+
+    data = _kv(a.overrides)
+    run_demo(a.out, data=data, epochs=a.epochs or DEMO_EPOCHS, quiet=a.quiet)
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from invtransfer.report import write_report
+
+    print(write_report(a.runs, a.out, title=a.title))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="invtransfer", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -132,6 +210,53 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_evaluate)
+
+    g = sub.add_parser("train-generator", help="train the MUNIT generative model on a long-tailed training set")
+    g.add_argument("config", nargs="?", help="YAML config (e.g. configs/generator/fmnist_munit.yaml); omit for "
+                                             "defaults")
+    g.add_argument("overrides", nargs="*", help="key=value overrides, dotted for nested keys (arch.width=32)")
+    g.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    g.set_defaults(func=cmd_train_generator)
+
+    devices = ("auto", "cpu", "cuda", "mps")
+    s = sub.add_parser("sample", help="write a grid of random-style samples of a trained generator",
+                       description="One row per class (first val image): real, reconstruction, N random styles.")
+    s.add_argument("generator", help="generator run directory, generator.pt or state.pt")
+    s.add_argument("dataset", help="dataset preset, e.g. fmnist-bg-lt")
+    s.add_argument("overrides", nargs="*", help="dataset options as key=value (instance=1, data_root=DIR, ...)")
+    s.add_argument("--out", default="samples.png", help="PNG to write (default samples.png)")
+    s.add_argument("--n", type=int, default=8, help="random styles per image (default 8)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the styles")
+    s.add_argument("--device", default="auto", choices=devices)
+    s.set_defaults(func=cmd_sample)
+
+    q = sub.add_parser("generator-quality", help="class preservation, nuisance diversity and reconstruction of a "
+                                                 "generator on held-out images")
+    q.add_argument("generator", help="generator run directory, generator.pt or state.pt")
+    q.add_argument("dataset", help="dataset preset with a synthetic nuisance, e.g. fmnist-bg-lt")
+    q.add_argument("overrides", nargs="*", help="dataset options as key=value (instance=1, data_root=DIR, ...)")
+    q.add_argument("--classifier", metavar="RUN", help="classifier run (invtransfer train) on untransformed data of "
+                                                       "the same base dataset; without it class preservation is "
+                                                       "skipped")
+    q.add_argument("--n-per-class", type=int, default=20, help="held-out images per class (default 20)")
+    q.add_argument("--styles", type=int, default=8, help="draws per image (default 8)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--device", default="auto", choices=devices)
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(func=cmd_generator_quality)
+
+    m = sub.add_parser("demo", help="the whole pipeline on Fashion-MNIST-DIL-LT at a CPU-sized budget")
+    m.add_argument("overrides", nargs="*", help="dataset options as key=value (data_root=DIR, instance=1, ...)")
+    m.add_argument("--out", default="runs/demo", help="output folder (replaced)")
+    m.add_argument("--epochs", type=int, default=None, help="epochs per classifier run")
+    m.add_argument("--quiet", action="store_true", help="no progress bars")
+    m.set_defaults(func=cmd_demo)
+
+    r = sub.add_parser("report", help="markdown report (tables and plots) from run directories")
+    r.add_argument("runs", nargs="+", help="run directories or folders of runs")
+    r.add_argument("--out", default="report", help="output folder")
+    r.add_argument("--title", default="invtransfer report")
+    r.set_defaults(func=cmd_report)
     return p
 
 

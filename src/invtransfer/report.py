@@ -1,0 +1,142 @@
+"""Markdown reports and plots from run directories.
+
+``invtransfer report RUN_DIR ... [--out DIR]`` reads each run's ``results.json`` (a folder
+that holds several runs is searched recursively), groups runs that share dataset preset and
+method (seeds and dataset instances are the repeats), and writes ``report.md`` with one row per
+group: mean ± standard error (n = number of runs) of test error, balanced accuracy and
+many/medium/few-shot accuracy, the published number beside it where SPEC §6 has one, and a
+per-class accuracy against class size plot.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import defaultdict
+
+import numpy as np
+
+from invtransfer.data.datasets import atomic_write_bytes
+from invtransfer.errors import InvTransferError
+
+#: Published top-1 errors (%), ResNet-32, rho = 100 (SPEC §6): (dataset, method) -> (error, source).
+PUBLISHED = {
+    ("cifar10-lt", "CE"): (29.64, "Cao et al. 2019"),
+    ("cifar100-lt", "CE"): (61.68, "Cao et al. 2019"),
+    ("cifar10-lt", "LDAM-DRW"): (22.97, "Cao et al. 2019"),
+    ("cifar100-lt", "LDAM-DRW"): (57.96, "Cao et al. 2019"),
+    ("cifar10-lt", "CE+DRS+GIT"): (21.24, "GIT paper"),
+    ("cifar100-lt", "CE+DRS+GIT"): (55.65, "GIT paper"),
+}
+
+COLUMNS = (("test_error", "error %"), ("test_balanced_accuracy", "bal. acc %"),
+           ("many_shot_accuracy", "many %"), ("medium_shot_accuracy", "medium %"),
+           ("few_shot_accuracy", "few %"))
+
+
+def find_results(paths: list[str]) -> list[dict]:
+    """Every results.json under the given run directories (or folders of runs)."""
+    found = []
+    for p in paths:
+        if os.path.isfile(p) and p.endswith(".json"):
+            files = [p]
+        elif os.path.isdir(p):
+            files = sorted(os.path.join(d, "results.json") for d, _, names in os.walk(p) if "results.json" in names)
+        else:
+            raise InvTransferError(f"{p} is neither a run directory nor a results.json file.")
+        if not files:
+            raise InvTransferError(f"{p} holds no results.json (is the run finished?).")
+        for f in files:
+            try:
+                with open(f, encoding="utf-8") as fh:
+                    r = json.load(fh)
+            except (OSError, ValueError) as e:
+                raise InvTransferError(f"{f} is not readable JSON ({e}).") from None
+            if not isinstance(r, dict) or "test_error" not in r or "method" not in r:
+                raise InvTransferError(f"{f} is not an invtransfer results.json (no test_error/method).")
+            r["_path"] = os.path.dirname(os.path.abspath(f))
+            found.append(r)
+    return found
+
+
+def mean_se(values: list[float | None]) -> tuple[float, float, int] | None:
+    """Mean, standard error (sample std / sqrt(n); 0 for n = 1) and n of the non-null values."""
+    v = np.array([x for x in values if x is not None], dtype=float)
+    if len(v) == 0:
+        return None
+    se = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else 0.0
+    return float(v.mean()), se, len(v)
+
+
+def _fmt(stat: tuple[float, float, int] | None) -> str:
+    if stat is None:
+        return "empty"
+    m, se, n = stat
+    return f"{m:.2f}" if n == 1 else f"{m:.2f} ± {se:.2f}"
+
+
+def group_runs(results: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in results:
+        groups[(r["dataset"], r["method"])].append(r)
+    return dict(sorted(groups.items()))
+
+
+def summary_rows(results: list[dict]) -> list[dict]:
+    """One row per (dataset, method): statistics of every metric column."""
+    rows = []
+    for (dataset, method), runs in group_runs(results).items():
+        row = {"dataset": dataset, "method": method, "n": len(runs),
+               "seeds": sorted({r["seed"] for r in runs}), "instances": sorted({r.get("instance", 0) for r in runs})}
+        for key, _ in COLUMNS:
+            row[key] = mean_se([r.get(key) for r in runs])
+        eklds = [r["invariance"]["mean_ekld_smallest_third"] for r in runs if r.get("invariance")]
+        row["mean_ekld_smallest_third"] = mean_se(eklds) if eklds else None
+        row["published"] = PUBLISHED.get((dataset, method))
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    with_ekld = any(r["mean_ekld_smallest_third"] is not None for r in rows)
+    head = ["dataset", "method", "runs (seeds / instances)"] + [h for _, h in COLUMNS]
+    if with_ekld:
+        head.append("eKLD smallest third")
+    head.append("published error %")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["dataset"], r["method"], f"{r['n']} ({','.join(map(str, r['seeds']))} / "
+                                            f"{','.join(map(str, r['instances']))})"]
+        cells += [_fmt(r[k]) for k, _ in COLUMNS]
+        if with_ekld:
+            cells.append(_fmt(r["mean_ekld_smallest_third"]) if r["mean_ekld_smallest_third"] else "-")
+        cells.append(f"{r['published'][0]:.2f} ({r['published'][1]})" if r["published"] else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(paths: list[str], out_dir: str, title: str = "invtransfer report") -> str:
+    """Write ``out_dir/report.md`` (+ plots) for the runs under ``paths``; returns its path."""
+    from invtransfer.train.classifier import plot_per_class_accuracy
+
+    results = find_results(paths)
+    os.makedirs(out_dir, exist_ok=True)
+    rows = summary_rows(results)
+    parts = [f"# {title}\n", "Mean ± standard error over runs (seeds and dataset instances) sharing dataset "
+             "and method; test metrics of the selected weights (see each run's results.json).\n",
+             markdown_table(rows)]
+    by_dataset: dict[str, list[dict]] = defaultdict(list)
+    for r in results:
+        by_dataset[r["dataset"]].append(r)
+    for dataset, runs in sorted(by_dataset.items()):
+        png = f"per_class_accuracy_{dataset}.png"
+        plot_per_class_accuracy(runs, os.path.join(out_dir, png))
+        parts.append(f"\n![per-class accuracy on {dataset}]({png})\n")
+    parts.append("\nRuns:\n\n" + "\n".join(
+        f"- `{os.path.relpath(r['_path'], out_dir)}`: {r['method']} seed {r['seed']}, "
+        f"{r['selected_weights']['which']} weights (epoch {r['selected_weights']['epoch']}), "
+        f"{r['wall_time_s'] / 60:.1f} min on {r['device']}" for r in results) + "\n")
+    path = os.path.join(out_dir, "report.md")
+    atomic_write_bytes(path, "".join(parts).encode())
+    return path

@@ -1,0 +1,776 @@
+"""The MUNIT training loop (SPEC §4), loading a trained generator, and sampling nuisances from it.
+
+This module owns everything about the generative model that is not its architecture
+(:mod:`invtransfer.models.munit`):
+
+* :class:`GeneratorTrainConfig` and :func:`train` — one training run with run directory,
+  ``metrics.jsonl``, sample grids, exact resume, clean stops on signals;
+* :func:`load_generator` — the frozen generator of a run (``generator.pt`` or ``state.pt``);
+* :class:`NuisanceSampler` — ``x -> decode(content(x), s)``, ``s ~ N(0, I)``, in the classifier's
+  input normalisation (what GIT and invariance measurement call);
+* :func:`write_sample_grid` — real / reconstruction / random-style decodes, one row per class;
+* :func:`generator_quality` — class preservation, nuisance diversity and reconstruction error on
+  held-out images against the dataset's true nuisance.
+
+Single process::
+
+    invtransfer train-generator configs/generator/fmnist_munit.yaml data.name=fmnist-dil-lt seed=1
+
+Decisions where SPEC §4 is silent or asks for a choice:
+
+* ONE generator and ONE discriminator shared by both "domains". MUNIT trains (G_a, D_a) and
+  (G_b, D_b); here both domains are the same long-tailed set, so the two pairs would learn the
+  same distribution and GIT would use G_a with a decoder that, during training, only decoded
+  random styles of G_b's content codes. Sharing makes the random-style path used later
+  (``G.decode(G.content(x), s)``) exactly the one trained, and halves parameters and compute.
+  Both directions are still computed and summed: the two streams are concatenated into one
+  batch of ``2 * batch_size`` images and every loss is the sum of the two halves' means
+  (``2 * mean`` over the whole batch, since the halves have equal size).
+* The two streams are independent class-balanced draws with replacement (weight 1/n_c per
+  example), each with its own generator ``step_generator(seed, iteration, 0, stream)``; random
+  styles come from a third stream. Nothing else is random after initialisation, so
+  ``resume=true`` reproduces an uninterrupted run bit for bit on CPU.
+* Learning rate ``lr * 0.5 ** (iteration // lr_step)`` (0-based iterations), MUNIT's StepLR.
+  Adam's ``weight_decay`` is MUNIT's coupled L2 term. The content-reconstruction target
+  ``content(x)`` is not detached, as in MUNIT.
+* "Images seen" counts one stream: ``iterations * batch_size``, so with the public batch size 1
+  it equals the iteration count the paper's budgets quote (K49 10k, CIFAR 140k); ``images_per_s``
+  in ``metrics.jsonl`` uses the same unit.
+* ``arch.channels`` and ``arch.image_size`` default to the dataset's image shape; a value the
+  user sets that differs is an error naming both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from invtransfer.config import diff_configs, dump_yaml, from_dict, option, to_dict
+from invtransfer.data import batches, datasets
+from invtransfer.data import nuisance as nuisance_ops
+from invtransfer.data.datasets import DatasetConfig, LTDataset
+from invtransfer.errors import InvTransferError
+from invtransfer.models.munit import (
+    Discriminator,
+    MunitArch,
+    MunitGenerator,
+    init_munit_weights,
+    lsgan_d_loss,
+    lsgan_g_loss,
+)
+from invtransfer.train.checkpoint import StopSignals, TrainingInterrupted, atomic_save, load_checkpoint
+from invtransfer.train.classifier import autocast_dtype, resolve_device, versions
+
+# Streams of batches.step_generator used by one iteration (distinct so they never correlate).
+STREAM_A, STREAM_B, STREAM_STYLE = 1, 2, 3
+# Loss terms logged in metrics.jsonl (loss_recon_cycle only when recon_cycle_weight > 0).
+LOSS_KEYS = ("loss_d", "loss_g", "loss_adv", "loss_recon_x", "loss_recon_s", "loss_recon_c", "loss_recon_cycle")
+GRID_STYLES = 6  # random-style columns of the training sample grids
+
+
+@dataclass
+class GeneratorArch(MunitArch):
+    """MunitArch whose channels and image size default to the dataset's (None = take them)."""
+
+    channels: int | None = option(None, "image channels (default: the dataset's)", ge=1)
+    image_size: int | None = option(None, "square image side (default: the dataset's)", ge=1)
+
+    def validate(self) -> None:
+        # Size-dependent checks need the image shape; they run in resolve() once it is known.
+        if self.channels is not None and self.image_size is not None:
+            super().validate()
+
+    def resolve(self, image_shape: Sequence[int], dataset: str) -> MunitArch:
+        """The full architecture for a dataset of ``(C, H, W)`` images; contradictions are errors."""
+        c, h, w = (int(v) for v in image_shape)
+        if h != w:
+            raise InvTransferError(f"dataset {dataset!r} has {h}x{w} images; MUNIT here needs square images.")
+        for key, mine, theirs, what in (("channels", self.channels, c, "channels"),
+                                        ("image_size", self.image_size, h, "image side")):
+            if mine is not None and mine != theirs:
+                raise InvTransferError(
+                    f"config key 'arch.{key}'={mine} contradicts dataset {dataset!r}, whose images have "
+                    f"{what} {theirs} (C, H, W) = {(c, h, w)}; leave arch.{key} unset (it is taken from the "
+                    f"dataset) or use a dataset with {key}={mine}.")
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(MunitArch)}
+        arch = MunitArch(**dict(values, channels=c, image_size=h))
+        arch.validate()
+        return arch
+
+
+@dataclass
+class GeneratorTrainConfig:
+    """One MUNIT training run (paper values by default, except batch_size; see the presets)."""
+
+    data: DatasetConfig = field(default_factory=DatasetConfig)
+    arch: GeneratorArch = field(default_factory=GeneratorArch)
+    iterations: int = option(625, "training iterations (one discriminator and one generator step each)", ge=1)
+    batch_size: int = option(16, "images per stream per iteration (the paper used 1)", ge=1)
+    lr: float = option(1e-4, "Adam learning rate of generator and discriminator", gt=0)
+    beta1: float = option(0.5, "Adam beta1", ge=0, lt=1)
+    beta2: float = option(0.999, "Adam beta2", ge=0, lt=1)
+    weight_decay: float = option(1e-4, "Adam (L2) weight decay", ge=0)
+    lr_step: int = option(100000, "halve the learning rate every lr_step iterations", ge=1)
+    gan_weight: float = option(1.0, "weight of the adversarial loss", ge=0)
+    recon_x_weight: float = option(10.0, "weight of the image reconstruction L1", ge=0)
+    recon_s_weight: float = option(1.0, "weight of the random-style reconstruction L1", ge=0)
+    recon_c_weight: float = option(1.0, "weight of the content reconstruction L1", ge=0)
+    recon_cycle_weight: float = option(0.0, "weight of the explicit cycle L1 (x -> random style -> own style)",
+                                       ge=0)
+    flip: bool = option(True, "random horizontal flip of both streams")
+    seed: int = option(0, "training seed (init, sampling, flips, styles)", ge=0)
+    device: str = option("auto", "auto picks cuda, then mps, then cpu", choices=("auto", "cpu", "cuda", "mps"))
+    amp: str = option("auto", "autocast: auto = bf16 on CUDA only", choices=("auto", "bf16", "off"))
+    channels_last: bool = option(False, "channels_last memory format of models and batches")
+    compile: bool = option(False, "torch.compile the loss computations")
+    out_dir: str = option("runs", "parent folder of run directories")
+    name: str | None = option(None, "run directory name (default dataset__munit__s<seed>__time)")
+    resume: bool = option(False, "continue the run in out_dir/<name> from its state.pt")
+    overwrite: bool = option(False, "delete an existing out_dir/<name> and start over")
+    checkpoint_every: int = option(1000, "write state.pt every N iterations (and at the end)", ge=1)
+    sample_every: int = option(1000, "write samples_<iteration>.png every N iterations", ge=1)
+    log_every: int = option(50, "append to metrics.jsonl every N iterations (and at the end)", ge=1)
+    quiet: bool = option(False, "log lines on stdout instead of a progress bar")
+
+    def validate(self) -> None:
+        if self.resume and self.overwrite:
+            raise InvTransferError("config keys 'resume' and 'overwrite' cannot both be true.")
+        if self.resume and not self.name:
+            raise InvTransferError("config key 'resume=true' needs 'name' (the run directory under out_dir).")
+
+
+# Keys that may differ between a run and its resumption ('iterations': a run can be extended,
+# since the schedule depends on the iteration only).
+_RESUME_FREE = ("resume", "overwrite", "quiet", "device", "compile", "checkpoint_every", "sample_every",
+                "log_every", "iterations", "data.data_root", "data.cache_dir", "data.strict_checksums")
+
+
+def learning_rate(cfg: GeneratorTrainConfig, iteration: int) -> float:
+    """MUNIT's StepLR: ``lr`` halved every ``lr_step`` iterations (0-based)."""
+    return cfg.lr * 0.5 ** (iteration // cfg.lr_step)
+
+
+def example_weights(labels: torch.Tensor, class_counts: Sequence[int]) -> torch.Tensor:
+    """Class-balanced sampling weight 1/n_c of every training example (float64, CPU)."""
+    return 1.0 / torch.tensor(list(class_counts), dtype=torch.float64)[labels.cpu()]
+
+
+def stream_indices(weights: torch.Tensor, batch_size: int, seed: int, iteration: int,
+                   stream: int) -> tuple[torch.Tensor, torch.Generator]:
+    """One stream's class-balanced draw (with replacement) at ``iteration``, and its generator.
+
+    The generator is returned so the same stream goes on to draw the batch's flips.
+    """
+    g = batches.step_generator(seed, iteration, 0, stream=stream)
+    return torch.multinomial(weights, batch_size, replacement=True, generator=g), g
+
+
+def to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
+    """Pixels 0..255 -> [-1, 1] (MUNIT's input range)."""
+    return pixels.float() / 127.5 - 1.0
+
+
+def to_pixels(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> float pixels 0..255."""
+    return (x.float() + 1.0) * 127.5
+
+
+def _l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    # float32 whatever the autocast dtype; 2x = sum of the two streams' equal-size means.
+    return 2.0 * F.l1_loss(a.float(), b.float())
+
+
+def _json_dump(path: str, obj: Any) -> None:
+    datasets.atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def _dataset_meta(ds: LTDataset) -> dict:
+    return {"name": ds.name, "fingerprint": ds.fingerprint, "class_names": ds.class_names,
+            "train_class_counts": ds.train_class_counts, "image_shape": list(ds.image_shape),
+            "nuisance": ds.nuisance, "config": ds.config}
+
+
+# --------------------------------------------------------------------------------------------
+# Sample grids
+
+
+def grid_sources(ds: LTDataset) -> tuple[np.ndarray, list[str]]:
+    """One held-out image per class (the first val image; a training image where val has none).
+
+    Returns uint8 ``(K, H, W, C)`` images and one row label per class.
+    """
+    images, labels = [], []
+    for c, name in enumerate(ds.class_names):
+        val = np.flatnonzero(ds.y_val == c)
+        if len(val):
+            images.append(ds.x_val[val[0]])
+            labels.append(name)
+        else:  # e.g. CIFAR-10-LT's head class uses every training image, so has no val images
+            train = np.flatnonzero(ds.y_train == c)
+            if len(train):
+                images.append(ds.x_train[train[0]])
+                labels.append(f"{name} (train)")
+    if not images:
+        raise InvTransferError(f"dataset {ds.name!r} has no images to sample from.")
+    return np.stack(images), labels
+
+
+def grid_styles(style_dim: int, n: int, seed: int) -> torch.Tensor:
+    """``n`` fixed style codes (the same for every row and every iteration of a run)."""
+    g = batches.step_generator(seed, 0, 0, stream=STREAM_STYLE + 100)
+    return torch.randn(n, style_dim, generator=g)
+
+
+def sample_grid(gen: MunitGenerator, images_uint8_nhwc: np.ndarray, styles: torch.Tensor,
+                amp_dtype: torch.dtype | None = None) -> np.ndarray:
+    """uint8 RGB grid: one row per image with [real | reconstruction | one decode per style]."""
+    p = next(gen.parameters())
+    x = to_unit_range(batches.to_device_images(images_uint8_nhwc, p.device))
+    k, n = x.shape[0], styles.shape[0]
+    with torch.inference_mode(), torch.autocast(p.device.type, dtype=amp_dtype or torch.bfloat16,
+                                                enabled=amp_dtype is not None):
+        content, style = gen.encode(x)
+        recon = gen.decode(content, style)
+        decoded = gen.decode(content.repeat_interleave(n, 0), styles.to(p.device).repeat(k, 1))
+    cols = torch.cat([x[:, None], recon.float()[:, None], decoded.float().view(k, n, *x.shape[1:])], 1)
+    cells = to_pixels(cols).round().clamp(0, 255).to(torch.uint8).cpu()  # (k, 2+n, C, H, W)
+    if cells.shape[2] == 1:
+        cells = cells.expand(-1, -1, 3, -1, -1)
+    pad = 2
+    cells = F.pad(cells, (pad, 0, pad, 0), value=255)  # white separators
+    k, m, c, h, w = cells.shape
+    grid = cells.permute(0, 3, 1, 4, 2).reshape(k * h, m * w, c)
+    return F.pad(grid.permute(2, 0, 1), (0, pad, 0, pad), value=255).permute(1, 2, 0).numpy()
+
+
+def write_sample_grid(path: str, gen: MunitGenerator, ds: LTDataset, n_styles: int = GRID_STYLES,
+                      seed: int = 0, amp_dtype: torch.dtype | None = None) -> str:
+    """PNG of :func:`sample_grid` over :func:`grid_sources` of ``ds`` with fixed seeded styles."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images, _ = grid_sources(ds)
+    grid = sample_grid(gen, images, grid_styles(gen.style_dim, n_styles, seed), amp_dtype)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".tmp-{os.path.basename(path)}")
+    plt.imsave(tmp, grid, format="png")
+    os.replace(tmp, path)  # readers never see half a PNG
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+
+
+class GeneratorRun:
+    """State and outputs of one MUNIT training run; :meth:`run` does the work."""
+
+    def __init__(self, cfg: GeneratorTrainConfig):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.amp_dtype = autocast_dtype(cfg.amp, self.device)
+        self.ds: LTDataset = datasets.build_dataset(cfg.data)
+        self.arch = cfg.arch.resolve(self.ds.image_shape, self.ds.name)
+        n = len(self.ds.y_train)
+        if cfg.batch_size > n:
+            raise InvTransferError(f"config key 'batch_size'={cfg.batch_size} is larger than the "
+                                   f"{n} training images of dataset {self.ds.name!r}; use batch_size <= {n}.")
+        # Store the resolved dataset options and architecture so the run can be rebuilt exactly.
+        self.cfg_dict = to_dict(cfg)
+        self.cfg_dict["data"] = self.ds.config
+        self.cfg_dict["arch"] = to_dict(self.arch)
+        self.run_dir = self._prepare_run_dir()
+
+    # ----------------------------------------------------------------- run directory
+    def _prepare_run_dir(self) -> str:
+        cfg = self.cfg
+        name = cfg.name or "__".join([self.ds.name, "munit", f"s{cfg.seed}", time.strftime("%Y%m%d-%H%M%S")])
+        run_dir = os.path.join(cfg.out_dir, name)
+        if os.path.exists(run_dir):
+            if cfg.resume:
+                return run_dir
+            if cfg.overwrite:
+                shutil.rmtree(run_dir)
+            else:
+                raise InvTransferError(f"run directory {run_dir} already exists; pass resume=true to continue it "
+                                       f"or overwrite=true to replace it (or choose another name=...).")
+        elif cfg.resume:
+            raise InvTransferError(f"resume=true but run directory {run_dir} does not exist.")
+        os.makedirs(run_dir)
+        return run_dir
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.run_dir, *parts)
+
+    # ----------------------------------------------------------------- set-up
+    def _setup(self) -> None:
+        cfg, ds = self.cfg, self.ds
+        counts = ds.train_class_counts
+        if min(counts) == 0:
+            empty = [ds.class_names[c] for c, n in enumerate(counts) if n == 0]
+            raise InvTransferError(f"dataset {ds.name!r} has classes without training images: {empty[:5]}.")
+        torch.manual_seed(cfg.seed)
+        self.gen = MunitGenerator(self.arch)
+        self.disc = Discriminator(self.arch)
+        init_munit_weights(self.gen, self.disc)
+        self.gen.to(self.device)
+        self.disc.to(self.device)
+        if cfg.channels_last:
+            self.gen.to(memory_format=torch.channels_last)
+            self.disc.to(memory_format=torch.channels_last)
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+        self.x_train = batches.to_device_images(ds.x_train, self.device)
+        self.weights = example_weights(torch.from_numpy(ds.y_train), counts)
+        self.d_losses = torch.compile(self._d_losses) if cfg.compile else self._d_losses
+        self.g_losses = torch.compile(self._g_losses) if cfg.compile else self._g_losses
+
+    # ----------------------------------------------------------------- one iteration
+    def batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both streams' images in [-1, 1], concatenated ``(2B, C, H, W)``, and their indices."""
+        cfg = self.cfg
+        xs, idxs = [], []
+        for stream in (STREAM_A, STREAM_B):
+            idx, g = stream_indices(self.weights, cfg.batch_size, cfg.seed, iteration, stream)
+            x = self.x_train[idx.to(self.device)]
+            if cfg.flip:
+                x = batches.random_flip(x, g)
+            xs.append(x)
+            idxs.append(idx)
+        x = to_unit_range(torch.cat(xs))
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, torch.cat(idxs)
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
+                              enabled=self.amp_dtype is not None)
+
+    def _d_losses(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            with torch.no_grad():
+                fake = self.gen.decode(self.gen.content_encoder(x), style)
+            # The discriminator has no batch-dependent layer, so one pass over real and fake is
+            # the same as MUNIT's two passes.
+            out = self.disc(torch.cat([x, fake.to(x.dtype)]))
+        real_out, fake_out = out.chunk(2)
+        return 2.0 * lsgan_d_loss(real_out, fake_out)  # both directions summed
+
+    def _g_losses(self, x: torch.Tensor, style: torch.Tensor) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        with self._autocast():
+            content, own_style = self.gen.encode(x)
+            # Reconstruction (own style) and translation (random style) in one decoder pass.
+            out = self.gen.decode(torch.cat([content, content]), torch.cat([own_style, style]))
+            recon, fake = out.chunk(2)
+            fake_content, fake_style = self.gen.encode(fake)
+            terms = {"loss_adv": 2.0 * lsgan_g_loss(self.disc(fake)),
+                     "loss_recon_x": _l1(recon, x),
+                     "loss_recon_s": _l1(fake_style, style),
+                     "loss_recon_c": _l1(fake_content, content)}
+            if cfg.recon_cycle_weight > 0:
+                terms["loss_recon_cycle"] = _l1(self.gen.decode(fake_content, own_style), x)
+        total = (cfg.gan_weight * terms["loss_adv"] + cfg.recon_x_weight * terms["loss_recon_x"]
+                 + cfg.recon_s_weight * terms["loss_recon_s"] + cfg.recon_c_weight * terms["loss_recon_c"])
+        if "loss_recon_cycle" in terms:
+            total = total + cfg.recon_cycle_weight * terms["loss_recon_cycle"]
+        terms["loss_g"] = total
+        return terms
+
+    def train_step(self, iteration: int) -> dict[str, torch.Tensor]:
+        """One discriminator step then one generator step; returns the detached loss terms."""
+        x, _ = self.batch(iteration)
+        g = batches.step_generator(self.cfg.seed, iteration, 0, stream=STREAM_STYLE)
+        styles = torch.randn(2, x.shape[0], self.arch.style_dim, generator=g).to(self.device)
+        d_loss = self.d_losses(x, styles[0])
+        self.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.opt_d.step()
+        # The generator step needs gradients through D's input, not for D's weights.
+        self.disc.requires_grad_(False)
+        try:
+            terms = self.g_losses(x, styles[1])
+            self.opt_g.zero_grad(set_to_none=True)
+            terms["loss_g"].backward()
+            self.opt_g.step()
+        finally:
+            self.disc.requires_grad_(True)
+        terms["loss_d"] = d_loss
+        return {k: v.detach() for k, v in terms.items()}
+
+    # ----------------------------------------------------------------- checkpoints
+    def _state(self, iteration: int, running: dict) -> dict:
+        return {"format": "invtransfer/generator", "state": "full", "config": self.cfg_dict,
+                "arch": to_dict(self.arch), "generator": self.gen.state_dict(),
+                "discriminator": self.disc.state_dict(), "opt_g": self.opt_g.state_dict(),
+                "opt_d": self.opt_d.state_dict(), "iteration": iteration,
+                "images_seen": iteration * self.cfg.batch_size, "running": running,
+                "dataset": _dataset_meta(self.ds)}
+
+    def save_state(self, iteration: int, running: dict) -> None:
+        atomic_save(self._state(iteration, running), self.path("state.pt"))
+
+    def _restore(self) -> tuple[int, dict]:
+        ck = load_checkpoint(self.path("state.pt"), "generator")
+        if ck.get("state") != "full":
+            raise InvTransferError(f"{self.path('state.pt')} is not a full training state; cannot resume.")
+        differ = [k for k in diff_configs(ck["config"], self.cfg_dict) if not k.startswith(_RESUME_FREE)]
+        if differ:
+            raise InvTransferError(f"cannot resume {self.run_dir}: the config differs from the run's in "
+                                   f"{', '.join(differ)}. Resume with the original values, or start a new run.")
+        if ck["dataset"]["fingerprint"] != self.ds.fingerprint:
+            raise InvTransferError(f"cannot resume {self.run_dir}: its dataset fingerprint "
+                                   f"{ck['dataset']['fingerprint']} differs from the rebuilt dataset's "
+                                   f"{self.ds.fingerprint} (source files or build code changed).")
+        self.gen.load_state_dict(ck["generator"])
+        self.disc.load_state_dict(ck["discriminator"])
+        self.opt_g.load_state_dict(ck["opt_g"])
+        self.opt_d.load_state_dict(ck["opt_d"])
+        return int(ck["iteration"]), dict(ck["running"])
+
+    def _truncate_log(self, iteration: int) -> None:
+        """Drop log lines of iterations the resumed run will redo (written after state.pt)."""
+        path = self.path("metrics.jsonl")
+        if not os.path.isfile(path):
+            return
+        with open(path, encoding="utf-8") as fh:
+            lines = [ln for ln in fh if ln.strip() and json.loads(ln)["iteration"] <= iteration]
+        datasets.atomic_write_bytes(path, "".join(lines).encode())
+
+    # ----------------------------------------------------------------- the loop
+    def run(self) -> dict:
+        """Train (or resume) and write every output; returns the summary in ``summary.json``."""
+        cfg = self.cfg
+        t_start = time.time()
+        self._setup()
+        iteration, running = 0, {}
+        if cfg.resume:
+            iteration, running = self._restore()
+            self._truncate_log(iteration)
+        else:
+            datasets.atomic_write_bytes(self.path("config.yaml"), dump_yaml(self.cfg_dict).encode())
+        bar = None
+        if not cfg.quiet and iteration < cfg.iterations:
+            from tqdm import tqdm
+            bar = tqdm(total=cfg.iterations, initial=iteration, desc="munit", dynamic_ncols=True, file=sys.stderr)
+        self.gen.train()
+        self.disc.train()
+        with StopSignals() as signals:
+            while iteration < cfg.iterations:
+                lr = learning_rate(cfg, iteration)
+                for opt in (self.opt_g, self.opt_d):
+                    for group in opt.param_groups:
+                        group["lr"] = lr
+                t0 = time.time()
+                terms = self.train_step(iteration)
+                values = torch.stack([terms[k].float() for k in terms]).cpu()  # one sync per iteration
+                if not bool(torch.isfinite(values).all()):
+                    bad = [k for k, v in zip(terms, values.tolist()) if not math.isfinite(v)]
+                    raise InvTransferError(
+                        f"non-finite loss ({', '.join(bad)}) at iteration {iteration}; the run stopped. The last "
+                        f"good state is {self.path('state.pt')} (if one was written); try a smaller lr.")
+                for k, v in zip(terms, values.tolist()):
+                    running[k] = running.get(k, 0.0) + v
+                running["n"] = running.get("n", 0) + 1
+                running["time"] = running.get("time", 0.0) + time.time() - t0
+                iteration += 1
+                if bar is not None:
+                    bar.update(1)
+                if iteration % cfg.log_every == 0 or iteration == cfg.iterations:
+                    self._log(iteration, lr, running, bar)
+                    running = {}
+                if iteration % cfg.sample_every == 0:
+                    write_sample_grid(self.path(f"samples_{iteration:07d}.png"), self.gen, self.ds, seed=cfg.seed,
+                                      amp_dtype=self.amp_dtype)
+                saved = iteration % cfg.checkpoint_every == 0 or iteration == cfg.iterations
+                if saved:
+                    self.save_state(iteration, running)
+                if signals.stop:
+                    if not saved:
+                        self.save_state(iteration, running)
+                    if bar is not None:
+                        bar.close()
+                    raise TrainingInterrupted(
+                        f"stopped by signal {signals.signum} at iteration {iteration}/{cfg.iterations}; state saved "
+                        f"to {self.path('state.pt')}. Continue with: invtransfer train-generator "
+                        f"{self.path('config.yaml')} name={os.path.basename(self.run_dir)} out_dir={cfg.out_dir} "
+                        f"resume=true", signals.signum)
+        if bar is not None:
+            bar.close()
+        return self._finish(iteration, time.time() - t_start)
+
+    def _log(self, iteration: int, lr: float, running: dict, bar) -> None:
+        n = max(running.get("n", 0), 1)
+        its = running.get("n", 0) / max(running.get("time", 0.0), 1e-9)
+        record: dict[str, Any] = {"iteration": iteration, "lr": lr,
+                                  **{k: running[k] / n for k in LOSS_KEYS if k in running},
+                                  "iterations_per_s": its, "images_per_s": its * self.cfg.batch_size,
+                                  "images_seen": iteration * self.cfg.batch_size}
+        with open(self.path("metrics.jsonl"), "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if bar is not None:
+            bar.set_postfix(d=f"{record['loss_d']:.3f}", g=f"{record['loss_g']:.3f}",
+                            x=f"{record['loss_recon_x']:.3f}", ips=f"{record['images_per_s']:.0f}")
+        else:
+            print(f"iteration {iteration}/{self.cfg.iterations} d {record['loss_d']:.4f} g {record['loss_g']:.4f} "
+                  f"adv {record['loss_adv']:.4f} recon_x {record['loss_recon_x']:.4f} "
+                  f"recon_s {record['loss_recon_s']:.4f} recon_c {record['loss_recon_c']:.4f} lr {lr:.3g} "
+                  f"{record['images_per_s']:.1f} img/s", flush=True)
+
+    def _finish(self, iteration: int, wall_time: float) -> dict:
+        cfg = self.cfg
+        atomic_save({"format": "invtransfer/generator", "state": "weights", "config": self.cfg_dict,
+                     "arch": to_dict(self.arch), "generator": self.gen.state_dict(),
+                     "dataset": _dataset_meta(self.ds), "iteration": iteration,
+                     "images_seen": iteration * cfg.batch_size}, self.path("generator.pt"))
+        write_sample_grid(self.path("samples_final.png"), self.gen, self.ds, seed=cfg.seed, amp_dtype=self.amp_dtype)
+        summary = {"dataset": self.ds.name, "seed": cfg.seed, "iterations": iteration,
+                   "images_seen": iteration * cfg.batch_size, "batch_size": cfg.batch_size,
+                   "wall_time_s": wall_time, "device": str(self.device), "versions": versions(),
+                   "dataset_fingerprint": self.ds.fingerprint, "run_dir": self.run_dir}
+        _json_dump(self.path("summary.json"), summary)
+        print(f"generator trained for {iteration} iterations ({summary['images_seen']} images per stream); "
+              f"outputs in {self.run_dir}", flush=True)
+        return summary
+
+
+def train(cfg: GeneratorTrainConfig) -> dict:
+    """Run (or resume) one MUNIT training; returns ``summary.json``'s content."""
+    return GeneratorRun(cfg).run()
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and sampling
+
+
+def load_generator(path: str, device: str | torch.device = "cpu") -> tuple[MunitGenerator, dict]:
+    """The frozen generator (eval mode, on ``device``) of a run directory, generator.pt or state.pt.
+
+    Returns it with the checkpoint's metadata: dataset meta (image_shape, fingerprint, ...),
+    ``arch``, ``config``, ``iteration``, ``images_seen`` and ``path``.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        for fname in ("generator.pt", "state.pt"):
+            if os.path.isfile(os.path.join(path, fname)):
+                path = os.path.join(path, fname)
+                break
+        else:
+            raise InvTransferError(f"{path} holds neither generator.pt nor state.pt; expected a generator run "
+                                   f"directory (from invtransfer train-generator) or its checkpoint file.")
+    ck = load_checkpoint(path, "generator")
+    try:
+        arch = from_dict(MunitArch, ck["arch"])
+        gen = MunitGenerator(arch)
+        gen.load_state_dict(ck["generator"])
+        meta = dict(ck["dataset"], arch=ck["arch"], config=ck.get("config"), iteration=int(ck["iteration"]),
+                    images_seen=int(ck["images_seen"]), path=path)
+    except (KeyError, TypeError, RuntimeError, AttributeError) as e:
+        raise InvTransferError(f"checkpoint {path} does not hold a consistent generator ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0][:200] if str(e) else ''}).") from None
+    gen.to(device).eval().requires_grad_(False)
+    return gen, meta
+
+
+def check_compatible(gen: MunitGenerator, image_shape: Sequence[int], what: str) -> None:
+    """Raise unless ``(C, H, W)`` images of ``what`` fit the generator."""
+    want = (gen.arch.channels, gen.arch.image_size, gen.arch.image_size)
+    if tuple(int(v) for v in image_shape) != want:
+        raise InvTransferError(f"{what} has images of shape (C, H, W) = {tuple(image_shape)}, but the generator "
+                               f"was trained on {want}.")
+
+
+class NuisanceSampler:
+    """Random-style decodes of a frozen generator, in a classifier's input normalisation.
+
+    ``sampler(x, mean, std, generator)`` maps a normalised batch (``x = (p - mean) / std`` with
+    pixels ``p`` in [0, 1]) to [-1, 1], encodes its content, decodes with ``s ~ N(0, I)`` drawn from
+    ``generator`` (all styles in one draw, so chunking never changes the result) and returns the
+    result in the same normalisation, on ``x``'s device, float32, without gradient history.
+    """
+
+    def __init__(self, generator: MunitGenerator, *, chunk_size: int = 1024, amp: str = "auto") -> None:
+        if chunk_size < 1:
+            raise InvTransferError(f"chunk_size must be >= 1, got {chunk_size}.")
+        self.gen = generator.eval().requires_grad_(False)
+        self.chunk_size = chunk_size
+        self.device = next(generator.parameters()).device
+        self.amp_dtype = autocast_dtype(amp, self.device)
+
+    @classmethod
+    def from_path(cls, path: str, device: str | torch.device = "cpu", **kw) -> "NuisanceSampler":
+        """A sampler over :func:`load_generator` of ``path``."""
+        return cls(load_generator(path, device)[0], **kw)
+
+    def __call__(self, x_normalised: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+                 generator: torch.Generator) -> torch.Tensor:
+        a = self.gen.arch
+        want = (a.channels, a.image_size, a.image_size)
+        if not isinstance(x_normalised, torch.Tensor) or x_normalised.dim() != 4 \
+                or tuple(x_normalised.shape[1:]) != want:
+            got = tuple(x_normalised.shape) if isinstance(x_normalised, torch.Tensor) else type(x_normalised).__name__
+            raise InvTransferError(f"nuisance sampler input has shape {got}; the generator takes (N, C, H, W) "
+                                   f"with (C, H, W) = {want}.")
+        if len(mean) != a.channels or len(std) != a.channels:
+            raise InvTransferError(f"normalisation mean/std have {len(mean)}/{len(std)} entries; the generator's "
+                                   f"images have {a.channels} channel(s).")
+        out_device = x_normalised.device
+        m = torch.tensor(list(mean), dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        s = torch.tensor(list(std), dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        styles = torch.randn(x_normalised.shape[0], a.style_dim, generator=generator,
+                             device=generator.device).to(self.device)
+        outs = []
+        with torch.inference_mode():
+            for i in range(0, x_normalised.shape[0], self.chunk_size):
+                x = x_normalised[i:i + self.chunk_size].to(self.device, torch.float32)
+                x = (x * s + m) * 2.0 - 1.0
+                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
+                                    enabled=self.amp_dtype is not None):
+                    y = self.gen.decode(self.gen.content_encoder(x), styles[i:i + self.chunk_size])
+                outs.append(((y.float() + 1.0) / 2.0 - m) / s)
+        out = torch.cat(outs) if outs else x_normalised.new_empty((0, *want), dtype=torch.float32)
+        # A clone outside inference mode is an ordinary tensor, so callers may use it in autograd
+        # (e.g. as classifier input in GIT); inference tensors cannot be saved for backward.
+        return out.to(out_device).clone()
+
+
+# --------------------------------------------------------------------------------------------
+# Generator quality
+
+DIVERSITY_STATISTICS = {
+    "bg": "std across draws of the mean intensity (0..255) of the source's background pixels",
+    "dil": "std across draws of the stroke mass (sum of pixel intensities / 255)",
+    "rot": "mean absolute pixel difference (0..255) between two draws of the same image "
+           "(reported in the *_std fields)",
+}
+
+
+def _diversity(name: str, draws: torch.Tensor, base: torch.Tensor) -> float:
+    """The nuisance's diversity statistic of ``draws`` (N, S, C, H, W) of ``base`` (N, C, H, W), pixels."""
+    if name == "bg":
+        mask = (base < nuisance_ops.BACKGROUND_THRESHOLD).all(1)  # (N, H, W): background in the source
+        area = mask.sum((1, 2)).float()
+        level = (draws * mask[:, None, None]).sum((2, 3, 4)) / (area[:, None] * draws.shape[2]).clamp_min(1)
+        per_image = level.std(1, unbiased=False)[area > 0]  # images without background say nothing
+    elif name == "dil":
+        per_image = (draws.sum((2, 3, 4)) / 255.0).std(1, unbiased=False)
+    else:
+        s = draws.shape[1]
+        diffs = [(draws[:, i] - draws[:, j]).abs().mean((1, 2, 3)) for i in range(s) for j in range(i + 1, s)]
+        per_image = torch.stack(diffs, 1).mean(1)
+    return float(per_image.mean()) if per_image.numel() else float("nan")
+
+
+def generator_quality(generator_path: str, data_cfg: DatasetConfig, *, classifier_path: str | None = None,
+                      n_per_class: int = 20, styles: int = 8, seed: int = 0, device: str = "auto",
+                      batch_size: int = 1024) -> dict:
+    """Class preservation, nuisance diversity and reconstruction of a generator on held-out images.
+
+    Held-out images are the first ``n_per_class`` val images of each class of ``data_cfg``'s
+    dataset; their untransformed versions come from the same dataset built with
+    ``nuisance=none`` (and ``variant=standard``): the validation split does not depend on the
+    nuisance, so both builds hold the same source images in the same order (checked by label).
+    The generator transforms the dataset's own val images (what it sees in GIT); the true
+    nuisance is applied, with ``styles`` fresh draws, to the untransformed ones. A dataset
+    without a synthetic nuisance gets ``diversity`` null and no true-transform accuracy.
+    """
+    if n_per_class < 1 or styles < 2:
+        raise InvTransferError(f"generator quality needs n_per_class >= 1 and styles >= 2 "
+                               f"(got {n_per_class}, {styles}).")
+    dev = resolve_device(device)
+    gen, gmeta = load_generator(generator_path, dev)
+    ds = datasets.build_dataset(data_cfg)
+    check_compatible(gen, ds.image_shape, f"dataset {ds.name!r}")
+    keep = np.concatenate([np.flatnonzero(ds.y_val == c)[:n_per_class] for c in range(ds.num_classes)])
+    if len(keep) == 0:
+        raise InvTransferError(f"dataset {ds.name!r} has no validation images to evaluate the generator on.")
+    y = torch.from_numpy(ds.y_val[keep]).to(dev)
+    x_in = batches.to_device_images(ds.x_val[keep], dev).float()  # pixels, as the generator sees them
+    base = None
+    if ds.nuisance != "none":
+        base_cfg = dataclasses.replace(data_cfg, nuisance="none", variant="standard")
+        base_ds = datasets.build_dataset(base_cfg)
+        if not np.array_equal(base_ds.y_val, ds.y_val):
+            raise InvTransferError(f"the untransformed build of {ds.name!r} has another validation split; cannot "
+                                   f"pair held-out images with their sources.")
+        base = batches.to_device_images(base_ds.x_val[keep], dev).float()
+    n, c = x_in.shape[0], x_in.shape[1]
+    sampler = NuisanceSampler(gen, chunk_size=batch_size)
+    g = torch.Generator().manual_seed(seed)
+    zeros, ones = [0.0] * c, [1.0] * c  # normalisation = pixels / 255
+    rep = x_in.repeat_interleave(styles, 0)
+    generated = sampler(rep / 255.0, zeros, ones, g).mul_(255.0).clamp_(0, 255)  # (n * styles, C, H, W)
+    true = None
+    if base is not None:
+        params = nuisance_ops.sample_params(ds.nuisance, n * styles, batches.step_generator(seed, 0, 0, stream=7))
+        base_rep = base.repeat_interleave(styles, 0)
+        true = torch.cat([nuisance_ops.apply(ds.nuisance, base_rep[i:i + batch_size], params[i:i + batch_size].to(dev))
+                          for i in range(0, n * styles, batch_size)])
+
+    # (3) reconstruction
+    with torch.inference_mode():
+        rec = []
+        for i in range(0, n, batch_size):
+            xb = to_unit_range(x_in[i:i + batch_size])
+            rec.append((gen(xb).float() - xb).abs().mean((1, 2, 3)))
+        reconstruction_l1 = float(torch.cat(rec).mean())
+
+    # (2) diversity
+    diversity = None
+    if base is not None:
+        shape = (n, styles, *x_in.shape[1:])
+        gen_stat = _diversity(ds.nuisance, generated.view(shape), base)
+        true_stat = _diversity(ds.nuisance, true.view(shape), base)
+        diversity = {"statistic": ds.nuisance, "description": DIVERSITY_STATISTICS[ds.nuisance],
+                     "generated_std": gen_stat, "true_std": true_stat,
+                     "ratio": gen_stat / true_stat if true_stat > 0 else None}
+
+    # (1) class preservation
+    preservation, note = None, None
+    if classifier_path is None:
+        note = "class preservation skipped: no classifier given (--classifier RUN trained on untransformed data)"
+    else:
+        from invtransfer.train.classifier import load_classifier, predict_logits
+
+        model, cmeta = load_classifier(classifier_path, dev)
+        check_compatible(gen, cmeta["image_shape"], f"classifier {classifier_path}")
+        if len(cmeta["class_names"]) != ds.num_classes:
+            raise InvTransferError(f"classifier {classifier_path} has {len(cmeta['class_names'])} classes; dataset "
+                                   f"{ds.name!r} has {ds.num_classes}.")
+        normalizer = batches.Normalizer(**cmeta["normalizer"])
+
+        def accuracy(pixels: torch.Tensor, labels: torch.Tensor) -> float:
+            logits = predict_logits(model, pixels, normalizer, batch_size=batch_size)
+            return 100.0 * float((logits.argmax(1) == labels).float().mean())
+
+        y_rep = y.repeat_interleave(styles)
+        gen_acc = accuracy(generated, y_rep)
+        true_acc = accuracy(true, y_rep) if true is not None else None
+        preservation = {"generated_accuracy": gen_acc, "true_transform_accuracy": true_acc,
+                        "difference": gen_acc - true_acc if true_acc is not None else None,
+                        "input_accuracy": accuracy(x_in, y), "classifier": cmeta["path"],
+                        "classifier_dataset": cmeta["name"]}
+    return {"generator": gmeta["path"], "dataset": ds.name, "nuisance": ds.nuisance,
+            "class_preservation": preservation, "diversity": diversity, "reconstruction_l1": reconstruction_l1,
+            "n_images": int(n), "styles": int(styles), "seed": seed, "note": note,
+            "generator_iterations": gmeta["iteration"], "generator_images_seen": gmeta["images_seen"]}
+
+
+__all__ = ["GeneratorTrainConfig", "GeneratorArch", "GeneratorRun", "train", "load_generator", "NuisanceSampler",
+           "generator_quality", "write_sample_grid", "sample_grid", "grid_sources", "learning_rate",
+           "stream_indices", "example_weights"]

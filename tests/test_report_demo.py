@@ -1,0 +1,61 @@
+"""Reports from run directories, and the demo end to end on tiny data."""
+
+import json
+
+import pytest
+
+from conftest import tiny_data_overrides
+from invtransfer import cli
+from invtransfer.errors import InvTransferError
+from invtransfer.report import find_results, mean_se, summary_rows
+
+
+def fake_run(path, method, seed, error, dataset="cifar10-lt"):
+    path.mkdir(parents=True)
+    (path / "results.json").write_text(json.dumps({
+        "dataset": dataset, "method": method, "seed": seed, "instance": 0, "test_error": error,
+        "test_balanced_accuracy": 100 - error, "many_shot_accuracy": 90.0, "medium_shot_accuracy": None,
+        "few_shot_accuracy": 50.0, "train_class_counts": [100, 10], "per_class_accuracy": [90.0, 50.0],
+        "selected_weights": {"which": "last", "epoch": 1}, "wall_time_s": 60, "device": "cpu"}))
+
+
+def test_mean_and_standard_error():
+    m, se, n = mean_se([1.0, 2.0, 3.0, None])
+    assert (m, n) == (2.0, 3) and se == pytest.approx(1.0 / 3 ** 0.5)
+    assert mean_se([None]) is None and mean_se([5.0]) == (5.0, 0.0, 1)
+
+
+def test_report_groups_seeds_and_shows_published(tmp_path):
+    fake_run(tmp_path / "runs" / "a", "CE", 0, 30.0)
+    fake_run(tmp_path / "runs" / "b", "CE", 1, 32.0)
+    fake_run(tmp_path / "runs" / "c", "CE+DRS", 0, 25.0)
+    rows = summary_rows(find_results([str(tmp_path / "runs")]))
+    ce = next(r for r in rows if r["method"] == "CE")
+    assert ce["n"] == 2 and ce["test_error"][0] == 31.0 and ce["published"][0] == 29.64
+    assert cli.main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")]) == 0
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "31.00 ± 1.00" in text and "29.64" in text and "empty" in text
+    assert (tmp_path / "rep" / "per_class_accuracy_cifar10-lt.png").is_file()
+
+
+def test_report_bad_input(tmp_path):
+    with pytest.raises(InvTransferError, match="no results.json"):
+        find_results([str(tmp_path)])
+    (tmp_path / "results.json").write_text("{not json")
+    with pytest.raises(InvTransferError, match="not readable JSON"):
+        find_results([str(tmp_path / "results.json")])
+
+
+def test_demo_runs_end_to_end_on_tiny_data(tiny_npz, tmp_path, capsys):
+    args = [f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in tiny_data_overrides(tiny_npz).items()
+            if k != "name"]
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")  # the demo replaces the previous runs/demo
+    assert cli.main(["demo", *args, "--out", str(out), "--epochs", "2", "--quiet"]) == 0
+    assert not (out / "stale.txt").exists()
+    report = (out / "report.md").read_text()
+    assert "| CE |" in report and "| CE+DRS |" in report and "claims nothing" in report
+    for f in ("dataset_preview.png", "per_class_accuracy.png", "ce/results.json", "ce_drs/model.pt"):
+        assert (out / f).is_file(), f
+    assert f"report: {out / 'report.md'}" in capsys.readouterr().out
