@@ -184,6 +184,48 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_invariance(a: argparse.Namespace) -> int:
+    import os
+
+    from invtransfer.data.datasets import atomic_write_bytes
+    from invtransfer.metrics import invariance
+    from invtransfer.train.classifier import load_classifier
+
+    results, labels = [], []
+    for ck in a.checkpoints:
+        transform = a.transform
+        if transform is None:
+            _, meta = load_classifier(ck)
+            transform = meta.get("nuisance")
+            if transform in (None, "none"):
+                raise InvTransferError(f"{ck}: its dataset ({meta['config']['data']['name']}) has no known synthetic "
+                                       f"transform; pass --transform rot|bg|dil or --transform generator:PATH.")
+        res = invariance.measure_checkpoint(ck, transform, split=a.split, images_per_class=a.images_per_class,
+                                            draws=a.draws, seed=a.seed, device=a.device)
+        run_dir = os.path.dirname(res["checkpoint"])
+        if not a.no_save:
+            atomic_write_bytes(os.path.join(run_dir, "invariance.json"), (json.dumps(res, indent=2) + "\n").encode())
+        results.append(res)
+        labels.append(os.path.basename(run_dir))
+    if a.plot:
+        invariance.plot_ekld(results, labels, a.plot)
+    if a.json:
+        print(json.dumps({"results": results}, indent=2))
+        return 0
+    for res, label in zip(results, labels):
+        rho, pval = res["spearman_rho"], res["spearman_p"]
+        trend = "undefined" if rho is None else f"{rho:+.3f} (p={pval:.3g})"
+        print(f"{label}: transform {res['transform']}, {res['draws']} draws x {res['images_per_class']} images/class "
+              f"on {res['split']}; Spearman(eKLD, class size) = {trend}; "
+              f"mean eKLD of smallest third {res['mean_ekld_smallest_third']:.4f}")
+        print("  class  size    eKLD   consistency")
+        for p in sorted(res["per_class"], key=lambda p: -p["class_size"]):
+            print(f"  {p['class']:5d} {p['class_size']:5d} {p['ekld']:8.4f}   {p['consistency']:.3f}")
+    if a.plot:
+        print(f"plot: {a.plot}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="invtransfer", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -251,6 +293,20 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--epochs", type=int, default=None, help="epochs per classifier run")
     m.add_argument("--quiet", action="store_true", help="no progress bars")
     m.set_defaults(func=cmd_demo)
+
+    v = sub.add_parser("invariance", help="per-class eKLD and consistency of trained classifiers")
+    v.add_argument("checkpoints", nargs="+", help="classifier run directories or checkpoint files")
+    v.add_argument("--transform", default=None,
+                   help="rot, bg, dil or generator:PATH (default: the dataset's own nuisance)")
+    v.add_argument("--split", choices=("val", "test"), default="test")
+    v.add_argument("--images-per-class", type=int, default=40)
+    v.add_argument("--draws", type=int, default=100)
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    v.add_argument("--json", action="store_true")
+    v.add_argument("--plot", metavar="FILE.png", help="eKLD against class size, all checkpoints overlaid")
+    v.add_argument("--no-save", action="store_true", help="do not write invariance.json into the run directory")
+    v.set_defaults(func=cmd_invariance)
 
     r = sub.add_parser("report", help="markdown report (tables and plots) from run directories")
     r.add_argument("runs", nargs="+", help="run directories or folders of runs")

@@ -4,7 +4,8 @@
 that holds several runs is searched recursively), groups runs that share dataset preset and
 method (seeds and dataset instances are the repeats), and writes ``report.md`` with one row per
 group: mean ± standard error (n = number of runs) of test error, balanced accuracy and
-many/medium/few-shot accuracy, the published number beside it where SPEC §6 has one, and a
+many/medium/few-shot accuracy, the mean eKLD of the smallest third of classes (from the run's
+``invariance.json``, written by ``invtransfer invariance``), the published number beside it where SPEC §6 has one, and a
 per-class accuracy against class size plot.
 """
 
@@ -56,6 +57,13 @@ def find_results(paths: list[str]) -> list[dict]:
             if not isinstance(r, dict) or "test_error" not in r or "method" not in r:
                 raise InvTransferError(f"{f} is not an invtransfer results.json (no test_error/method).")
             r["_path"] = os.path.dirname(os.path.abspath(f))
+            inv = os.path.join(r["_path"], "invariance.json")  # written by `invtransfer invariance`
+            if "invariance" not in r and os.path.isfile(inv):
+                try:
+                    with open(inv, encoding="utf-8") as fh:
+                        r["invariance"] = json.load(fh)
+                except (OSError, ValueError) as e:
+                    raise InvTransferError(f"{inv} is not readable JSON ({e}).") from None
             found.append(r)
     return found
 

@@ -1,0 +1,300 @@
+"""The MUNIT training loop, generator loading, nuisance sampling, quality metrics and their CLI."""
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from scipy import stats
+
+from conftest import make_images, tiny_data_overrides
+from invtransfer import cli
+from invtransfer.config import from_dict
+from invtransfer.data import batches, datasets
+from invtransfer.data.datasets import DatasetConfig
+from invtransfer.errors import InvTransferError
+from invtransfer.train import classifier, generator
+from invtransfer.train.checkpoint import TrainingInterrupted, atomic_save, load_checkpoint
+
+TINY_ARCH = {"width": 8, "n_res": 1, "mlp_dim": 16, "disc_width": 8}
+
+
+def write_npz(path, size):
+    """4 classes of grey size x size images with a zero background (60 train / 10 test per class)."""
+    x_train, y_train = make_images(60, size=size, seed=1)
+    x_test, y_test = make_images(10, size=size, seed=2)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
+             class_names=np.array(["a", "b", "c", "d"]))
+    return path
+
+
+@pytest.fixture
+def npz16(tmp_path):
+    return write_npz(tmp_path / "tiny16.npz", 16)
+
+
+def data_dict(npz, **extra):
+    return tiny_data_overrides(npz, name="fmnist-bg-lt", **extra)
+
+
+def tiny_cfg(npz, out_dir, **kw):
+    d = {"data": data_dict(npz), "arch": dict(TINY_ARCH), "iterations": 4, "batch_size": 4, "device": "cpu",
+         "out_dir": str(out_dir), "name": "gen", "quiet": True, "checkpoint_every": 2, "sample_every": 2,
+         "log_every": 2}
+    d.update(kw)
+    return from_dict(generator.GeneratorTrainConfig, d)
+
+
+def test_learning_rate_halves_every_lr_step():
+    cfg = from_dict(generator.GeneratorTrainConfig, {"lr_step": 10})
+    assert [generator.learning_rate(cfg, i) for i in (0, 9, 10, 25)] == pytest.approx([1e-4, 1e-4, 5e-5, 2.5e-5])
+
+
+def test_one_iteration_changes_weights_and_keeps_losses_finite(npz16, tmp_path):
+    run = generator.GeneratorRun(tiny_cfg(npz16, tmp_path, recon_cycle_weight=1.0))
+    run._setup()
+    before_g = {k: v.clone() for k, v in run.gen.state_dict().items()}
+    before_d = {k: v.clone() for k, v in run.disc.state_dict().items()}
+    terms = run.train_step(0)
+    assert set(terms) == set(generator.LOSS_KEYS)
+    assert all(torch.isfinite(v) for v in terms.values())
+    assert terms["loss_recon_x"] > 0 and terms["loss_d"] > 0
+    changed = lambda a, b: sum(not torch.equal(a[k], b[k]) for k in a)  # noqa: E731
+    assert changed(before_g, run.gen.state_dict()) > len(before_g) // 2
+    assert changed(before_d, run.disc.state_dict()) == len(before_d)
+    # every content-encoder, style-encoder and decoder weight got a gradient
+    assert all(p.grad is not None for p in run.gen.parameters())
+    x, idx = run.batch(0)
+    assert x.shape == (8, 1, 16, 16) and x.min() >= -1 and x.max() <= 1 and len(idx) == 8
+
+
+def test_streams_are_class_balanced_and_independent(npz16):
+    ds = datasets.build_dataset(data_dict(npz16))
+    labels = torch.from_numpy(ds.y_train)
+    assert ds.train_class_counts == [40, 20, 8, 4]
+    w = generator.example_weights(labels, ds.train_class_counts)
+    draws = {s: torch.cat([generator.stream_indices(w, 16, 3, it, s)[0] for it in range(400)])
+             for s in (generator.STREAM_A, generator.STREAM_B)}
+    a, b = labels[draws[generator.STREAM_A]].numpy(), labels[draws[generator.STREAM_B]].numpy()
+    for cls in (a, b):  # balanced: every class ~1/4 although the data are 40:20:8:4
+        assert stats.chisquare(np.bincount(cls, minlength=4)).pvalue > 1e-3
+    table = np.zeros((4, 4))
+    np.add.at(table, (a, b), 1)
+    assert stats.chi2_contingency(table).pvalue > 1e-3  # class of stream a says nothing about stream b
+    assert (draws[generator.STREAM_A] != draws[generator.STREAM_B]).float().mean() > 0.9
+    again = generator.stream_indices(w, 16, 3, 7, generator.STREAM_A)[0]
+    assert torch.equal(again, draws[generator.STREAM_A][7 * 16:8 * 16])  # seeded by (seed, iteration, stream)
+
+
+def test_short_run_writes_every_output(npz16, tmp_path):
+    summary = generator.train(tiny_cfg(npz16, tmp_path, recon_cycle_weight=1.0))
+    run_dir = tmp_path / "gen"
+    for f in ("config.yaml", "metrics.jsonl", "state.pt", "generator.pt", "samples_0000002.png",
+              "samples_0000004.png", "samples_final.png", "summary.json"):
+        assert (run_dir / f).is_file() and (run_dir / f).stat().st_size > 0, f
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records] == [2, 4]
+    for r in records:
+        for k in (*generator.LOSS_KEYS, "lr", "images_per_s", "iterations_per_s", "images_seen"):
+            assert k in r and np.isfinite(r[k]), k
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["arch"]["channels"] == 1 and saved["arch"]["image_size"] == 16  # resolved from the data
+    assert saved["data"]["profile"] == "list"
+    ck = torch.load(run_dir / "generator.pt", weights_only=True)
+    assert ck["format"] == "invtransfer/generator" and ck["state"] == "weights"
+    assert ck["dataset"]["image_shape"] == [1, 16, 16] and len(ck["dataset"]["fingerprint"]) == 16
+    assert (ck["iteration"], ck["images_seen"]) == (4, 16) == (summary["iterations"], summary["images_seen"])
+    assert "discriminator" not in ck and "opt_g" not in ck
+    import matplotlib.pyplot as plt
+    grid = plt.imread(run_dir / "samples_final.png")
+    # 4 classes x (16 + 2 pad) rows; real + reconstruction + 6 styles columns
+    assert grid.shape[:2] == (4 * 18 + 2, 8 * 18 + 2)
+
+
+def test_existing_run_dir_needs_resume_or_overwrite(npz16, tmp_path):
+    generator.train(tiny_cfg(npz16, tmp_path, iterations=1))
+    with pytest.raises(InvTransferError, match="already exists.*resume=true.*overwrite=true"):
+        generator.train(tiny_cfg(npz16, tmp_path, iterations=1))
+    generator.train(tiny_cfg(npz16, tmp_path, iterations=1, overwrite=True))
+
+
+def test_load_generator_round_trip(npz16, tmp_path):
+    run = generator.GeneratorRun(tiny_cfg(npz16, tmp_path))
+    run.run()
+    x = generator.to_unit_range(batches.to_device_images(run.ds.x_val[:5], "cpu"))
+    with torch.no_grad():
+        want = run.gen(x)
+    for path in (tmp_path / "gen", tmp_path / "gen" / "generator.pt", tmp_path / "gen" / "state.pt"):
+        gen, meta = generator.load_generator(str(path))
+        assert not gen.training and not any(p.requires_grad for p in gen.parameters())
+        with torch.no_grad():
+            assert torch.equal(gen(x), want), path
+        assert meta["image_shape"] == [1, 16, 16] and meta["iteration"] == 4 and meta["images_seen"] == 16
+        assert meta["fingerprint"] == run.ds.fingerprint
+
+
+def test_sigterm_then_resume_gives_identical_generator(npz16, tmp_path, monkeypatch):
+    generator.train(tiny_cfg(npz16, tmp_path / "a", iterations=6, checkpoint_every=4))
+    ref = load_checkpoint(str(tmp_path / "a" / "gen" / "generator.pt"), "generator")["generator"]
+
+    real_step = generator.GeneratorRun.train_step
+    calls = {"n": 0}
+
+    def step_then_signal(self, iteration):
+        out = real_step(self, iteration)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(generator.GeneratorRun, "train_step", step_then_signal)
+    with pytest.raises(TrainingInterrupted, match="iteration 3/6"):
+        generator.train(tiny_cfg(npz16, tmp_path / "b", iterations=6, checkpoint_every=4))
+    monkeypatch.setattr(generator.GeneratorRun, "train_step", real_step)
+    run_b = tmp_path / "b" / "gen"
+    assert load_checkpoint(str(run_b / "state.pt"), "generator")["iteration"] == 3
+    assert not (run_b / "generator.pt").exists()
+    generator.train(tiny_cfg(npz16, tmp_path / "b", iterations=6, checkpoint_every=4, resume=True))
+    got = load_checkpoint(str(run_b / "generator.pt"), "generator")["generator"]
+    assert ref.keys() == got.keys()
+    for k in ref:
+        assert torch.equal(ref[k], got[k]), k
+    lines = (run_b / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["iteration"] for x in lines] == [2, 4, 6]
+    # a resume with another training option is refused, naming the key
+    with pytest.raises(InvTransferError, match="recon_x_weight"):
+        generator.train(tiny_cfg(npz16, tmp_path / "b", iterations=6, resume=True, recon_x_weight=5.0))
+
+
+def test_non_finite_loss_names_iteration_and_term(npz16, tmp_path, monkeypatch):
+    real_step = generator.GeneratorRun.train_step
+
+    def nan_at_two(self, iteration):
+        out = real_step(self, iteration)
+        if iteration == 2:
+            out["loss_recon_c"] = torch.tensor(float("nan"))
+        return out
+
+    monkeypatch.setattr(generator.GeneratorRun, "train_step", nan_at_two)
+    with pytest.raises(InvTransferError, match=r"non-finite loss \(loss_recon_c\) at iteration 2"):
+        generator.train(tiny_cfg(npz16, tmp_path))
+    # the state written after iteration 2 (the last good one) is kept
+    assert load_checkpoint(str(tmp_path / "gen" / "state.pt"), "generator")["iteration"] == 2
+
+
+def test_nuisance_sampler(npz16, tmp_path):
+    generator.train(tiny_cfg(npz16, tmp_path))
+    sampler = generator.NuisanceSampler.from_path(str(tmp_path / "gen"), chunk_size=3)
+    ds = datasets.build_dataset(data_dict(npz16))
+    mean, std = batches.channel_stats(ds.x_train)
+    norm = batches.Normalizer(mean, std)
+    x = norm(batches.to_device_images(ds.x_val[:7], "cpu"))
+    out1 = sampler(x, mean, std, torch.Generator().manual_seed(1))
+    out2 = sampler(x, mean, std, torch.Generator().manual_seed(1))
+    out3 = sampler(x, mean, std, torch.Generator().manual_seed(2))
+    assert out1.shape == x.shape and out1.dtype == torch.float32 and not out1.is_inference()
+    assert torch.equal(out1, out2) and not torch.allclose(out1, out3)
+    # the output is in the classifier normalisation: back to pixels it lies in 0..255 and
+    # equals decode(content(x), s) of the same styles computed by hand
+    pixels = norm.to_pixels(out1)
+    assert pixels.min() >= -1e-3 and pixels.max() <= 255 + 1e-3
+    gen = sampler.gen
+    s = torch.randn(7, gen.style_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        by_hand = generator.to_pixels(gen.decode(gen.content_encoder(
+            generator.to_unit_range(batches.to_device_images(ds.x_val[:7], "cpu"))), s))
+    assert torch.allclose(pixels, by_hand, atol=1e-3)
+    with pytest.raises(InvTransferError, match=r"\(7, 1, 12, 12\).*\(1, 16, 16\)"):
+        sampler(torch.zeros(7, 1, 12, 12), mean, std, torch.Generator())
+    with pytest.raises(InvTransferError, match="3/3 entries.*1 channel"):
+        sampler(x, [0.5] * 3, [0.5] * 3, torch.Generator())
+
+
+def test_bad_inputs_are_clear_errors(npz16, tmp_path):
+    with pytest.raises(InvTransferError, match="batch_size'=1000 is larger than the 72 training images"):
+        generator.GeneratorRun(tiny_cfg(npz16, tmp_path, batch_size=1000))
+    with pytest.raises(InvTransferError, match=r"arch.channels'=3 contradicts dataset .* channels 1 .*\(1, 16, 16\)"):
+        generator.GeneratorRun(tiny_cfg(npz16, tmp_path, arch=dict(TINY_ARCH, channels=3)))
+    with pytest.raises(InvTransferError, match=r"arch.image_size'=32 contradicts .* image side 16"):
+        generator.GeneratorRun(tiny_cfg(npz16, tmp_path, arch=dict(TINY_ARCH, image_size=32)))
+    npz12 = write_npz(tmp_path / "tiny12.npz", 12)
+    with pytest.raises(InvTransferError, match="too small for the style encoder"):
+        generator.GeneratorRun(tiny_cfg(npz12, tmp_path))
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(InvTransferError, match="truncated or not a PyTorch checkpoint"):
+        generator.load_generator(str(bad))
+    clf = tmp_path / "model.pt"
+    atomic_save({"format": "invtransfer/classifier", "state": "weights", "model": {}}, str(clf))
+    with pytest.raises(InvTransferError, match="is a classifier checkpoint; expected a generator"):
+        generator.load_generator(str(clf))
+    with pytest.raises(InvTransferError, match="holds neither generator.pt nor state.pt"):
+        generator.load_generator(str(tmp_path))
+    broken = tmp_path / "broken.pt"
+    atomic_save({"format": "invtransfer/generator", "arch": {"width": 8}}, str(broken))
+    with pytest.raises(InvTransferError, match="does not hold a consistent generator"):
+        generator.load_generator(str(broken))
+    # a generator trained on 16x16 images against a 28x28 dataset
+    generator.train(tiny_cfg(npz16, tmp_path, iterations=1))
+    npz28 = write_npz(tmp_path / "tiny28.npz", 28)
+    with pytest.raises(InvTransferError, match=r"\(1, 28, 28\), but the generator was trained on \(1, 16, 16\)"):
+        generator.generator_quality(str(tmp_path / "gen"), from_dict(DatasetConfig, data_dict(npz28)), device="cpu")
+
+
+def test_generator_quality_with_and_without_classifier(npz16, tmp_path):
+    generator.train(tiny_cfg(npz16, tmp_path))
+    data_cfg = from_dict(DatasetConfig, data_dict(npz16))
+    q = generator.generator_quality(str(tmp_path / "gen"), data_cfg, n_per_class=3, styles=4, device="cpu")
+    for k in ("class_preservation", "diversity", "reconstruction_l1", "n_images", "styles"):
+        assert k in q, k
+    assert q["class_preservation"] is None and "skipped" in q["note"]
+    assert (q["n_images"], q["styles"]) == (12, 4) and 0 < q["reconstruction_l1"] < 2
+    d = q["diversity"]
+    assert d["statistic"] == "bg" and set(d) >= {"generated_std", "true_std", "ratio"}
+    # the true BG draws are uniform on 0..99, so their background std is near 100 / sqrt(12)
+    assert 15 < d["true_std"] < 40 and d["ratio"] == pytest.approx(d["generated_std"] / d["true_std"])
+    # a classifier trained on the untransformed base data (1 short epoch is enough to test the plumbing)
+    clf_cfg = from_dict(classifier.TrainConfig, {
+        "data": data_dict(npz16, nuisance="none"), "model": "resnet20", "augment": "none",
+        "optim": {"epochs": 1, "batch_size": 32, "warmup_epochs": 0, "decay1_epoch": 0, "decay2_epoch": 1},
+        "select": "last", "out_dir": str(tmp_path), "name": "clf", "quiet": True, "device": "cpu"})
+    classifier.train(clf_cfg)
+    q = generator.generator_quality(str(tmp_path / "gen"), data_cfg, classifier_path=str(tmp_path / "clf"),
+                                    n_per_class=3, styles=4, device="cpu")
+    p = q["class_preservation"]
+    for k in ("generated_accuracy", "true_transform_accuracy", "difference"):
+        assert 0 <= abs(p[k]) <= 100, k
+    assert p["difference"] == pytest.approx(p["generated_accuracy"] - p["true_transform_accuracy"])
+    with pytest.raises(InvTransferError, match="is a classifier checkpoint; expected a generator"):
+        generator.load_generator(str(tmp_path / "clf"))
+
+
+def test_cli_train_sample_quality(npz16, tmp_path, capsys):
+    kv = [f"data.{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in data_dict(npz16).items()]
+    arch = [f"arch.{k}={v}" for k, v in TINY_ARCH.items()]
+    common = kv + arch + ["iterations=2", "batch_size=4", "device=cpu", f"out_dir={tmp_path}", "name=g", "quiet=true"]
+    assert cli.main(["train-generator", "configs/generator/fmnist_munit_small.yaml", *common]) == 0
+    capsys.readouterr()
+    ds_kv = [f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in data_dict(npz16).items() if k != "name"]
+    out = tmp_path / "grid.png"
+    assert cli.main(["sample", str(tmp_path / "g"), "fmnist-bg-lt", *ds_kv, "--out", str(out), "--n", "3",
+                     "--device", "cpu"]) == 0
+    assert out.is_file() and capsys.readouterr().out.strip() == str(out)
+    assert cli.main(["generator-quality", str(tmp_path / "g"), "fmnist-bg-lt", *ds_kv, "--n-per-class", "2",
+                     "--styles", "3", "--device", "cpu", "--json"]) == 0
+    q = json.loads(capsys.readouterr().out)
+    assert q["n_images"] == 8 and q["class_preservation"] is None
+    assert cli.main(["generator-quality", str(tmp_path / "g"), "fmnist-bg-lt", *ds_kv, "--n-per-class", "2",
+                     "--styles", "3", "--device", "cpu"]) == 0
+    assert "class preservation skipped" in capsys.readouterr().out
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert cli.main(["sample", str(bad), "fmnist-bg-lt", *ds_kv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert cli.main(["train-generator", "configs/generator/cifar10_munit.yaml", "--print-config"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["iterations"] * cfg["batch_size"] == 140000 and cfg["data"]["name"] == "cifar10-lt"
