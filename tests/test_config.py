@@ -73,5 +73,9 @@ def test_every_shipped_config_loads():
     files = [f for f in glob.glob(os.path.join(root, "*", "*.yaml")) if not os.path.basename(f).startswith("_")]
     assert len(files) >= 20
     for f in files:
+        if os.path.basename(os.path.dirname(f)) == "generator":  # MUNIT presets have their own config
+            from invtransfer.train.generator import GeneratorTrainConfig
+            assert load_config(GeneratorTrainConfig, f).iterations >= 1, f
+            continue
         cfg = load_config(TrainConfig, f)
         assert cfg.optim.decay1_epoch < cfg.optim.epochs, f

@@ -22,6 +22,16 @@ from invtransfer.train.checkpoint import TrainingInterrupted, atomic_save, load_
 TINY_ARCH = {"width": 8, "n_res": 1, "mlp_dim": 16, "disc_width": 8}
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny convs run faster on one thread, and far faster when other jobs share the cores
+    (OpenMP workers then wait for each other on every op)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def write_npz(path, size):
     """4 classes of grey size x size images with a zero background (60 train / 10 test per class)."""
     x_train, y_train = make_images(60, size=size, seed=1)
@@ -269,6 +279,8 @@ def test_generator_quality_with_and_without_classifier(npz16, tmp_path):
         assert 0 <= abs(p[k]) <= 100, k
     assert p["difference"] == pytest.approx(p["generated_accuracy"] - p["true_transform_accuracy"])
     with pytest.raises(InvTransferError, match="is a classifier checkpoint; expected a generator"):
+        generator.load_generator(str(tmp_path / "clf" / "model.pt"))
+    with pytest.raises(InvTransferError, match="holds model.pt: a classifier run directory"):
         generator.load_generator(str(tmp_path / "clf"))
 
 

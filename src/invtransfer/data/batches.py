@@ -43,13 +43,15 @@ def to_device_images(x_uint8_nhwc: np.ndarray, device: str | torch.device) -> to
     return torch.from_numpy(np.ascontiguousarray(x_uint8_nhwc.transpose(0, 3, 1, 2))).to(device)
 
 
-def epoch_indices(sampler: str, labels: torch.Tensor, class_counts: torch.Tensor, seed: int, epoch: int) -> torch.Tensor:
+def epoch_indices(sampler: str, labels: torch.Tensor, class_counts: torch.Tensor, seed: int, epoch: int,
+                  stream: int = 0) -> torch.Tensor:
     """All example indices of one epoch, in order (len == number of training examples).
 
     ``uniform`` is a seeded shuffle; ``balanced`` draws with replacement with per-example weight
-    1 / n_c (class-balanced resampling, as DRS and the generator's streams use).
+    1 / n_c (class-balanced resampling, as DRS and the generator's streams use). Different
+    ``stream`` values give independent epochs (GIT's second stream).
     """
-    g = step_generator(seed, epoch, -1, stream=0)
+    g = step_generator(seed, epoch, -1, stream=stream)
     n = len(labels)
     if sampler == "uniform":
         return torch.randperm(n, generator=g)

@@ -155,10 +155,10 @@ def measure_checkpoint(checkpoint: str, transform: str, *, split: str = "test", 
     normalizer = Normalizer(**meta["normalizer"])
     data_cfg = from_dict(datasets.DatasetConfig, meta["config"]["data"])
     if transform.startswith("generator:"):
-        from invtransfer.train.generator import NuisanceSampler
+        from invtransfer.train.generator import NuisanceSampler, check_compatible
 
-        sampler = NuisanceSampler.load(transform.split(":", 1)[1], device=dev)
-        sampler.check_shape(tuple(meta["image_shape"]))
+        sampler = NuisanceSampler.from_path(transform.split(":", 1)[1], device=dev)
+        check_compatible(sampler.gen, meta["image_shape"], f"the classifier's dataset {data_cfg.name!r}")
         tf: Transform = lambda x, g: sampler(x, normalizer.mean, normalizer.std, g)  # noqa: E731
         ds = datasets.build_dataset(data_cfg)
     elif transform in nuisance_ops.NUISANCES:

@@ -92,6 +92,37 @@ class LossConfig:
 
 
 @dataclass
+class GitConfig:
+    """Generative Invariance Transfer (SPEC §5): generated samples replace part of each batch."""
+
+    generator: str | None = option(None, "generator run directory or generator.pt; setting it enables GIT")
+    gen_frac: float = option(0.5, "fraction of every batch (its last slots) given to generated samples", ge=0, le=1)
+    start_epoch: int | None = option(None, "first epoch (0-based) with GIT; default E1 + 1, as published", ge=0)
+    weighting: str = option("none", "none: every slot; linear: keep with prob max((K-n_c)/(K-n_min), 0); "
+                                    "threshold: only classes with n_c <= K", choices=("none", "linear", "threshold"))
+    class_size_threshold: int | None = option(None, "K of the linear/threshold weighting", ge=1)
+
+    def validate(self) -> None:
+        if self.weighting != "none" and self.class_size_threshold is None:
+            raise InvTransferError(f"config key 'git.class_size_threshold' (K) is required with "
+                                   f"git.weighting={self.weighting} (e.g. 500 on CIFAR-10-LT, 100 on CIFAR-100-LT).")
+
+
+def git_keep_probability(weighting: str, class_counts: list[int], threshold: int | None) -> torch.Tensor:
+    """Per-class probability that a generated slot is used (SPEC §5)."""
+    n = torch.tensor(class_counts, dtype=torch.float64)
+    if weighting == "none":
+        return torch.ones_like(n)
+    if weighting == "threshold":
+        return (n <= threshold).double()
+    n_min = float(n.min())
+    if threshold <= n_min:
+        raise InvTransferError(f"config key 'git.class_size_threshold'={threshold} must exceed the smallest class "
+                               f"size ({int(n_min)}) for linear weighting.")
+    return ((threshold - n) / (threshold - n_min)).clamp_min(0.0)
+
+
+@dataclass
 class TrainConfig:
     """One classifier training run."""
 
@@ -104,6 +135,7 @@ class TrainConfig:
     augment: str = option("crop_flip", "batched augmentation", choices=batches.AUGMENTATIONS)
     crop_padding: int = option(4, "zero padding of the random crop", ge=0)
     oracle: bool = option(False, "apply the dataset's true nuisance online to every training example")
+    git: GitConfig = field(default_factory=GitConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     select: str = option("val", "weights evaluated on test: best validation balanced accuracy, or last epoch",
                          choices=("val", "last"))
@@ -131,10 +163,20 @@ class TrainConfig:
             raise InvTransferError("config keys 'resume' and 'overwrite' cannot both be true.")
         if self.resume and not self.name:
             raise InvTransferError("config key 'resume=true' needs 'name' (the run directory under out_dir).")
+        if self.oracle and self.git.generator:
+            raise InvTransferError("config keys 'oracle=true' and 'git.generator' exclude each other: the oracle "
+                                   "is the control that replaces the generator by the true transform.")
 
     @property
     def e1(self) -> int:
         return self.optim.decay1_epoch if self.switch_epoch is None else self.switch_epoch
+
+    @property
+    def git_start(self) -> int | None:
+        """First GIT epoch (0-based): DRS resamples from E1, GIT starts the epoch after, as published."""
+        if not self.git.generator:
+            return None
+        return self.e1 + 1 if self.git.start_epoch is None else self.git.start_epoch
 
 
 # Keys that may differ between a run and its resumption.
@@ -150,7 +192,7 @@ def method_label(cfg: TrainConfig) -> str:
             "logit_adjust": "LogitAdjust"}[cfg.loss.name]
     label = base if cfg.rule == "erm" else (f"{base}-DRW" if cfg.loss.name == "ldam" and cfg.rule == "drw"
                                             else f"{base}+{cfg.rule.upper() if cfg.rule in ('drs', 'drw') else cfg.rule}")
-    return label + ("+Oracle" if cfg.oracle else "")
+    return label + ("+Oracle" if cfg.oracle else "") + ("+GIT" if cfg.git.generator else "")
 
 
 def learning_rate(o: OptimConfig, epoch: int) -> float:
@@ -297,10 +339,20 @@ class ClassifierRun:
         self.y_val = torch.from_numpy(ds.y_val).to(self.device)
         self.augmenter = batches.Augmenter(self.normalizer, cfg.augment, cfg.crop_padding,
                                            ds.nuisance if cfg.oracle else "none")
+        self.nuisance_sampler = None
+        if cfg.git.generator:
+            from invtransfer.train.generator import NuisanceSampler, check_compatible
+
+            self.nuisance_sampler = NuisanceSampler.from_path(cfg.git.generator, self.device)
+            check_compatible(self.nuisance_sampler.gen, ds.image_shape, f"dataset {ds.name!r}")
+            self.git_keep = git_keep_probability(cfg.git.weighting, counts, cfg.git.class_size_threshold)
 
     def sampler_for(self, epoch: int) -> str:
         rule = self.cfg.rule
         return "balanced" if rule == "resample" or (rule == "drs" and epoch >= self.cfg.e1) else "uniform"
+
+    def git_active(self, epoch: int) -> bool:
+        return self.cfg.git_start is not None and epoch >= self.cfg.git_start
 
     def class_weight_for(self, epoch: int) -> torch.Tensor | None:
         rule = self.cfg.rule
@@ -362,14 +414,19 @@ class ClassifierRun:
                     group["lr"] = lr
                 idx = batches.epoch_indices(self.sampler_for(epoch), self.y_train, self.counts_t, cfg.seed, epoch)
                 idx = idx.to(self.device)
+                # GIT's second stream: same sampler as the main one, independent draws.
+                idx2 = batches.epoch_indices(self.sampler_for(epoch), self.y_train, self.counts_t, cfg.seed, epoch,
+                                             stream=2).to(self.device) if self.git_active(epoch) else None
                 weight = self.class_weight_for(epoch)
-                running = running or {"loss": 0.0, "correct": 0, "seen": 0, "time": 0.0}
+                running = running or {"loss": 0.0, "correct": 0, "seen": 0, "time": 0.0, "generated": 0}
                 bar = self._progress(epoch, steps, start_step)
                 self.model.train()
                 t0 = time.time()
                 for step in range(start_step, steps):
                     bidx = idx[step * o.batch_size:(step + 1) * o.batch_size]
-                    loss, correct = self._train_step(bidx, epoch, step, weight)
+                    bidx2 = None if idx2 is None else idx2[step * o.batch_size:(step + 1) * o.batch_size]
+                    loss, correct, generated = self._train_step(bidx, epoch, step, weight, bidx2)
+                    running["generated"] = running.get("generated", 0) + generated
                     if not math.isfinite(loss):
                         raise InvTransferError(
                             f"non-finite training loss ({loss}) at epoch {epoch} step {step}; the run stopped. "
@@ -409,10 +466,33 @@ class ClassifierRun:
             tb.close()
         return self._finish(time.time() - t_start)
 
-    def _train_step(self, bidx: torch.Tensor, epoch: int, step: int, weight: torch.Tensor | None) -> tuple[float, int]:
+    def compose_batch(self, bidx: torch.Tensor, epoch: int, step: int,
+                      bidx2: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The normalised training batch and labels of one step (with GIT's generated slots)."""
         g = batches.step_generator(self.cfg.seed, epoch, step, stream=1)
         x = self.augmenter(self.x_train[bidx], g)
-        y = self.y_train[bidx]
+        y = self.y_train[bidx]  # a copy (advanced indexing), safe to overwrite
+        generated = 0
+        k = int(len(bidx) * self.cfg.git.gen_frac) if bidx2 is not None else 0
+        if k > 0:
+            # The last k slots may take the second stream's examples at the same positions, run
+            # through the generator; only the slots actually used are generated.
+            g2 = batches.step_generator(self.cfg.seed, epoch, step, stream=2)
+            slots = torch.arange(len(bidx) - k, len(bidx), device=x.device)
+            src = bidx2[len(bidx) - k:len(bidx)]
+            keep = self.git_keep.to(self.y_train.device)[self.y_train[src]]
+            use = (torch.rand(len(src), generator=g2, dtype=torch.float64).to(keep.device) < keep)
+            if bool(use.any()):
+                src, slots = src[use], slots[use]
+                x2 = self.augmenter(self.x_train[src], g2)
+                x[slots] = self.nuisance_sampler(x2, self.normalizer.mean, self.normalizer.std, g2)
+                y[slots] = self.y_train[src]
+                generated = len(src)
+        return x, y, generated
+
+    def _train_step(self, bidx: torch.Tensor, epoch: int, step: int, weight: torch.Tensor | None,
+                    bidx2: torch.Tensor | None = None) -> tuple[float, int, int]:
+        x, y, generated = self.compose_batch(bidx, epoch, step, bidx2)
         if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
@@ -422,7 +502,7 @@ class ClassifierRun:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return float(loss.detach()), int((logits.argmax(1) == y).sum())
+        return float(loss.detach()), int((logits.argmax(1) == y).sum()), generated
 
     def _progress(self, epoch: int, steps: int, start_step: int):
         if self.cfg.quiet:
@@ -440,6 +520,7 @@ class ClassifierRun:
         cfg = self.cfg
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "sampler": self.sampler_for(epoch),
                                   "reweighted": self.class_weight_for(epoch) is not None,
+                                  "git": self.git_active(epoch), "generated": running.get("generated", 0),
                                   "train_loss": running["loss"] / max(running["seen"], 1),
                                   "train_accuracy": 100.0 * running["correct"] / max(running["seen"], 1),
                                   "images_per_s": running["seen"] / max(running["time"], 1e-9),

@@ -571,7 +571,9 @@ def load_generator(path: str, device: str | torch.device = "cpu") -> tuple[Munit
                 path = os.path.join(path, fname)
                 break
         else:
-            raise InvTransferError(f"{path} holds neither generator.pt nor state.pt; expected a generator run "
+            other = [f for f in ("model.pt", "checkpoint.pt") if os.path.isfile(os.path.join(path, f))]
+            what = f" (it holds {other[0]}: a classifier run directory?)" if other else ""
+            raise InvTransferError(f"{path} holds neither generator.pt nor state.pt{what}; expected a generator run "
                                    f"directory (from invtransfer train-generator) or its checkpoint file.")
     ck = load_checkpoint(path, "generator")
     try:
@@ -753,6 +755,9 @@ def generator_quality(generator_path: str, data_cfg: DatasetConfig, *, classifie
             raise InvTransferError(f"classifier {classifier_path} has {len(cmeta['class_names'])} classes; dataset "
                                    f"{ds.name!r} has {ds.num_classes}.")
         normalizer = batches.Normalizer(**cmeta["normalizer"])
+        if cmeta["nuisance"] != "none":
+            note = (f"classifier {cmeta['path']} was trained on {cmeta['name']!r} with nuisance "
+                    f"{cmeta['nuisance']!r}; class preservation is meant for a classifier of untransformed data")
 
         def accuracy(pixels: torch.Tensor, labels: torch.Tensor) -> float:
             logits = predict_logits(model, pixels, normalizer, batch_size=batch_size)

@@ -1,0 +1,102 @@
+"""GIT inside the classifier engine: batch composition, weighting, end to end, bad input."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_images, tiny_data_overrides
+from invtransfer.config import from_dict, to_dict
+from invtransfer.errors import InvTransferError
+from invtransfer.models.munit import MunitArch, MunitGenerator
+from invtransfer.train import classifier
+from invtransfer.train.checkpoint import atomic_save
+
+
+@pytest.fixture
+def npz16(tmp_path):
+    x, y = make_images(60, size=16, seed=1)
+    xt, yt = make_images(15, size=16, seed=2)
+    path = tmp_path / "tiny16.npz"
+    np.savez(path, x_train=x, y_train=y, x_test=xt, y_test=yt)
+    return path
+
+
+def save_generator(path, channels=1, size=16):
+    arch = MunitArch(channels=channels, image_size=size, width=8, n_res=1, mlp_dim=16, disc_width=8)
+    torch.manual_seed(0)
+    gen = MunitGenerator(arch)
+    atomic_save({"format": "invtransfer/generator", "state": "weights", "arch": to_dict(arch),
+                 "generator": gen.state_dict(), "dataset": {"image_shape": [channels, size, size]},
+                 "iteration": 0, "images_seen": 0}, str(path))
+    return str(path)
+
+
+def cfg_for(npz, tmp_path, **git):
+    d = {"data": tiny_data_overrides(npz), "model": "resnet20", "augment": "none", "rule": "drs",
+         "optim": {"epochs": 3, "batch_size": 16, "warmup_epochs": 1, "decay1_epoch": 1, "decay2_epoch": 2},
+         "out_dir": str(tmp_path / "runs"), "name": "git", "quiet": True,
+         "git": dict({"generator": save_generator(tmp_path / "gen.pt")}, **git)}
+    return from_dict(classifier.TrainConfig, d)
+
+
+def test_keep_probabilities():
+    counts = [500, 100, 20, 10]
+    assert classifier.git_keep_probability("none", counts, None).tolist() == [1, 1, 1, 1]
+    assert classifier.git_keep_probability("threshold", counts, 100).tolist() == [0, 1, 1, 1]
+    lin = classifier.git_keep_probability("linear", counts, 100).tolist()
+    assert lin == pytest.approx([0.0, 0.0, 80 / 90, 1.0])
+    with pytest.raises(InvTransferError, match="must exceed the smallest class size"):
+        classifier.git_keep_probability("linear", counts, 10)
+
+
+def test_git_starts_after_e1_and_batch_has_requested_composition(npz16, tmp_path):
+    run = classifier.ClassifierRun(cfg_for(npz16, tmp_path))
+    run._setup()
+    assert [run.git_active(e) for e in range(3)] == [False, False, True]  # E1 = 1, GIT from E1 + 1
+    bidx = torch.arange(16)
+    bidx2 = torch.arange(16, 32)
+    x_plain, y_plain, n0 = run.compose_batch(bidx, 2, 0)
+    x, y, n = run.compose_batch(bidx, 2, 0, bidx2)
+    assert n0 == 0 and n == 8
+    assert torch.equal(x[:8], x_plain[:8]) and torch.equal(y[:8], y_plain[:8])  # first half untouched
+    assert torch.equal(y[8:], run.y_train[bidx2[8:]])  # generated slots carry the second stream's labels
+    assert not torch.allclose(x[8:], run.normalizer(run.x_train[bidx2[8:]].float()))  # and are generated
+    x_again, _, _ = run.compose_batch(bidx, 2, 0, bidx2)
+    assert torch.equal(x, x_again)  # seeded per step
+
+
+def test_threshold_weighting_replaces_only_small_classes(npz16, tmp_path):
+    run = classifier.ClassifierRun(cfg_for(npz16, tmp_path, weighting="threshold", class_size_threshold=8,
+                                           gen_frac=1.0))
+    run._setup()  # counts [40, 20, 8, 4]: only classes 2 and 3 (n <= 8) may be replaced
+    bidx = torch.arange(len(run.y_train))[:64]
+    bidx2 = torch.arange(len(run.y_train))[8:72]
+    x_plain, y_plain, _ = run.compose_batch(bidx, 2, 0)
+    x, y, n = run.compose_batch(bidx, 2, 0, bidx2)
+    small = run.y_train[bidx2] >= 2
+    assert n == int(small.sum()) > 0
+    assert torch.equal(y[small], run.y_train[bidx2][small])
+    assert torch.equal(x[~small], x_plain[~small]) and torch.equal(y[~small], y_plain[~small])
+
+
+def test_git_run_end_to_end(npz16, tmp_path):
+    res = classifier.train(cfg_for(npz16, tmp_path))
+    assert res["method"] == "CE+DRS+GIT"
+    import json
+    lines = [json.loads(x) for x in (tmp_path / "runs" / "git" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["git"] for r in lines] == [False, False, True]
+    assert lines[2]["generated"] == sum(int(len(b) * 0.5) for b in torch.arange(72).split(16))
+
+
+def test_git_bad_inputs(npz16, tiny_npz, tmp_path):
+    with pytest.raises(InvTransferError, match="git.gen_frac"):
+        cfg_for(npz16, tmp_path, gen_frac=1.5)
+    with pytest.raises(InvTransferError, match="git.class_size_threshold"):
+        cfg_for(npz16, tmp_path, weighting="linear")
+    # a generator for 16x16 images with a 12x12 dataset
+    cfg = cfg_for(npz16, tmp_path)
+    cfg.data.npz_file = str(tiny_npz)
+    with pytest.raises(InvTransferError, match=r"\(1, 12, 12\).*\(1, 16, 16\)"):
+        classifier.train(cfg)
+    with pytest.raises(InvTransferError, match="exclude each other"):
+        from_dict(classifier.TrainConfig, {"oracle": True, "git": {"generator": "x.pt"}})
