@@ -2,9 +2,10 @@
 
 import json
 
+import numpy as np
 import pytest
 
-from conftest import tiny_data_overrides
+from conftest import make_images, tiny_data_overrides
 from invtransfer import cli
 from invtransfer.errors import InvTransferError
 from invtransfer.report import find_results, mean_se, summary_rows
@@ -46,16 +47,25 @@ def test_report_bad_input(tmp_path):
         find_results([str(tmp_path / "results.json")])
 
 
-def test_demo_runs_end_to_end_on_tiny_data(tiny_npz, tmp_path, capsys):
-    args = [f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in tiny_data_overrides(tiny_npz).items()
+def test_demo_runs_end_to_end_on_tiny_data(tmp_path, capsys):
+    x, y = make_images(60, size=16, seed=1)
+    xt, yt = make_images(15, size=16, seed=2)
+    npz = tmp_path / "tiny16.npz"
+    np.savez(npz, x_train=x, y_train=y, x_test=xt, y_test=yt)
+    args = [f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in tiny_data_overrides(npz).items()
             if k != "name"]
     out = tmp_path / "demo"
     out.mkdir()
     (out / "stale.txt").write_text("old")  # the demo replaces the previous runs/demo
-    assert cli.main(["demo", *args, "--out", str(out), "--epochs", "2", "--quiet"]) == 0
+    assert cli.main(["demo", *args, "--out", str(out), "--epochs", "3", "--generator-iterations", "2",
+                     "--draws", "2", "--quiet"]) == 0
     assert not (out / "stale.txt").exists()
     report = (out / "report.md").read_text()
-    assert "| CE |" in report and "| CE+DRS |" in report and "claims nothing" in report
-    for f in ("dataset_preview.png", "per_class_accuracy.png", "ce/results.json", "ce_drs/model.pt"):
+    assert "| CE+DRS |" in report and "| CE+DRS+GIT |" in report and "claims nothing" in report
+    assert "eKLD smallest third" in report and "Spearman" in report
+    for f in ("dataset_preview.png", "per_class_accuracy.png", "ekld_vs_class_size.png", "generator_samples.png",
+              "ce_drs/results.json", "ce_drs_git/model.pt", "ce_drs_git/invariance.json", "generator/generator.pt"):
         assert (out / f).is_file(), f
+    git_log = [json.loads(x) for x in (out / "ce_drs_git" / "metrics.jsonl").read_text().splitlines()]
+    assert git_log[-1]["git"] and git_log[-1]["generated"] > 0
     assert f"report: {out / 'report.md'}" in capsys.readouterr().out

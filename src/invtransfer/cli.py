@@ -170,10 +170,12 @@ def cmd_generator_quality(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from invtransfer.demo import DEMO_EPOCHS, run_demo
+    from invtransfer import demo
 
-    data = _kv(a.overrides)
-    run_demo(a.out, data=data, epochs=a.epochs or DEMO_EPOCHS, quiet=a.quiet)
+    run_demo_kw = {"epochs": a.epochs or demo.DEMO_EPOCHS,
+                   "generator_iterations": a.generator_iterations or demo.DEMO_GENERATOR_ITERATIONS,
+                   "draws": a.draws or demo.DEMO_DRAWS}
+    demo.run_demo(a.out, data=_kv(a.overrides), quiet=a.quiet, **run_demo_kw)
     return 0
 
 
@@ -287,10 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=cmd_generator_quality)
 
-    m = sub.add_parser("demo", help="the whole pipeline on Fashion-MNIST-DIL-LT at a CPU-sized budget")
+    m = sub.add_parser("demo", help="the whole GIT pipeline on Fashion-MNIST-DIL-LT at a CPU-sized budget")
     m.add_argument("overrides", nargs="*", help="dataset options as key=value (data_root=DIR, instance=1, ...)")
     m.add_argument("--out", default="runs/demo", help="output folder (replaced)")
     m.add_argument("--epochs", type=int, default=None, help="epochs per classifier run")
+    m.add_argument("--generator-iterations", type=int, default=None, help="generator training iterations")
+    m.add_argument("--draws", type=int, default=None, help="eKLD draws per image")
     m.add_argument("--quiet", action="store_true", help="no progress bars")
     m.set_defaults(func=cmd_demo)
 
