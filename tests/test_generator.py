@@ -120,8 +120,8 @@ def test_short_run_writes_every_output(npz16, tmp_path):
     assert "discriminator" not in ck and "opt_g" not in ck
     import matplotlib.pyplot as plt
     grid = plt.imread(run_dir / "samples_final.png")
-    # 4 classes x (16 + 2 pad) rows; real + reconstruction + 6 styles columns
-    assert grid.shape[:2] == (4 * 18 + 2, 8 * 18 + 2)
+    # 4 classes x (4 * 16 + 2 pad) rows; real + reconstruction + 6 styles columns (16 px cells x4)
+    assert grid.shape[:2] == (4 * 66 + 2, 8 * 66 + 2)
 
 
 def test_existing_run_dir_needs_resume_or_overwrite(npz16, tmp_path):

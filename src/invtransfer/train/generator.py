@@ -133,7 +133,8 @@ class GeneratorTrainConfig:
     seed: int = option(0, "training seed (init, sampling, flips, styles)", ge=0)
     device: str = option("auto", "auto picks cuda, then mps, then cpu", choices=("auto", "cpu", "cuda", "mps"))
     amp: str = option("auto", "autocast: auto = bf16 on CUDA only", choices=("auto", "bf16", "off"))
-    channels_last: bool = option(False, "channels_last memory format of models and batches")
+    channels_last: bool = option(True, "channels_last memory format of models and batches (about 10% faster "
+                                       "for the paper architecture on CPU)")
     compile: bool = option(False, "torch.compile the loss computations")
     out_dir: str = option("runs", "parent folder of run directories")
     name: str | None = option(None, "run directory name (default dataset__munit__s<seed>__time)")
@@ -234,8 +235,11 @@ def grid_styles(style_dim: int, n: int, seed: int) -> torch.Tensor:
 
 
 def sample_grid(gen: MunitGenerator, images_uint8_nhwc: np.ndarray, styles: torch.Tensor,
-                amp_dtype: torch.dtype | None = None) -> np.ndarray:
-    """uint8 RGB grid: one row per image with [real | reconstruction | one decode per style]."""
+                amp_dtype: torch.dtype | None = None, scale: int = 1) -> np.ndarray:
+    """uint8 RGB grid: one row per image with [real | reconstruction | one decode per style].
+
+    Cells are enlarged ``scale`` times (nearest neighbour) and separated by 2 white pixels.
+    """
     p = next(gen.parameters())
     x = to_unit_range(batches.to_device_images(images_uint8_nhwc, p.device))
     k, n = x.shape[0], styles.shape[0]
@@ -248,6 +252,8 @@ def sample_grid(gen: MunitGenerator, images_uint8_nhwc: np.ndarray, styles: torc
     cells = to_pixels(cols).round().clamp(0, 255).to(torch.uint8).cpu()  # (k, 2+n, C, H, W)
     if cells.shape[2] == 1:
         cells = cells.expand(-1, -1, 3, -1, -1)
+    if scale > 1:
+        cells = cells.repeat_interleave(scale, 3).repeat_interleave(scale, 4)
     pad = 2
     cells = F.pad(cells, (pad, 0, pad, 0), value=255)  # white separators
     k, m, c, h, w = cells.shape
@@ -257,13 +263,17 @@ def sample_grid(gen: MunitGenerator, images_uint8_nhwc: np.ndarray, styles: torc
 
 def write_sample_grid(path: str, gen: MunitGenerator, ds: LTDataset, n_styles: int = GRID_STYLES,
                       seed: int = 0, amp_dtype: torch.dtype | None = None) -> str:
-    """PNG of :func:`sample_grid` over :func:`grid_sources` of ``ds`` with fixed seeded styles."""
+    """PNG of :func:`sample_grid` over :func:`grid_sources` of ``ds`` with fixed seeded styles.
+
+    Small images are enlarged to cells of at least 64 pixels so the grid is readable as is.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     images, _ = grid_sources(ds)
-    grid = sample_grid(gen, images, grid_styles(gen.style_dim, n_styles, seed), amp_dtype)
+    scale = max(1, 64 // images.shape[1])
+    grid = sample_grid(gen, images, grid_styles(gen.style_dim, n_styles, seed), amp_dtype, scale=scale)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".tmp-{os.path.basename(path)}")
