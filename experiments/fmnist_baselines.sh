@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # CE and CE+DRS on Fashion-MNIST-DIL-LT (resnet20, 50 epochs, the K49 schedule), seeds 0-2.
 # Resumable: a finished run (results.json) is skipped, an interrupted one is resumed.
-# Usage: experiments/fmnist_baselines.sh [DATASET] [OUT_DIR]   (data root from $INVTRANSFER_DATA)
+# Usage: [SEEDS="0 1 2"] [METHODS="ce ce_drs"] experiments/fmnist_baselines.sh [DATASET] [OUT_DIR]
+# (data root from $INVTRANSFER_DATA; on 2 cores two drivers with OMP_NUM_THREADS=1 beat one with 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dataset=${1:-fmnist-dil-lt}
 out=${2:-runs/baselines}
 bin=${INVTRANSFER_BIN:-.venv/bin/invtransfer}
-for seed in 0 1 2; do
-  for method in ce ce_drs; do
+for seed in ${SEEDS:-0 1 2}; do
+  for method in ${METHODS:-ce ce_drs}; do
     name="${dataset}__${method}__s${seed}"
     if [[ -f "$out/$name/results.json" ]]; then echo "skip $name (done)"; continue; fi
     resume=false; [[ -f "$out/$name/checkpoint.pt" ]] && resume=true
