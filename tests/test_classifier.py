@@ -154,3 +154,17 @@ def test_print_config_shows_resolved_values(capsys):
     assert cli.main(["train", "configs/fmnist_lt/ce_drs.yaml", "--print-config"]) == 0
     out = capsys.readouterr().out
     assert "rule: drs" in out and "epochs: 50" in out and "decay1_epoch: 30" in out
+
+
+def test_resume_accepts_options_added_since_the_run_started(tiny_npz, tmp_path):
+    """A checkpoint written before an option existed resumes with that option at its default."""
+    from invtransfer.train.checkpoint import atomic_save
+    classifier.train(tiny_cfg(tiny_npz, tmp_path, optim={"epochs": 2}, checkpoint_every=1))
+    path = str(tmp_path / "run" / "checkpoint.pt")
+    ck = load_checkpoint(path)
+    del ck["config"]["git"]  # as written by an older version
+    ck["epoch"] = 1
+    atomic_save(ck, path)
+    (tmp_path / "run" / "results.json").unlink()
+    classifier.train(tiny_cfg(tiny_npz, tmp_path, optim={"epochs": 2}, checkpoint_every=1, resume=True))
+    assert (tmp_path / "run" / "results.json").is_file()

@@ -377,7 +377,13 @@ class ClassifierRun:
 
     def _restore(self) -> tuple[int, int, dict]:
         ck = load_checkpoint(self.path("checkpoint.pt"), "classifier")
-        differ = [k for k in diff_configs(ck["config"], self.cfg_dict) if not k.startswith(_RESUME_FREE)]
+        # Through the dataclass, so options added to the package since the run started compare
+        # at their defaults instead of blocking the resume.
+        try:
+            saved = to_dict(from_dict(TrainConfig, ck["config"]))
+        except InvTransferError:
+            saved = ck["config"]
+        differ = [k for k in diff_configs(saved, self.cfg_dict) if not k.startswith(_RESUME_FREE)]
         if differ:
             raise InvTransferError(f"cannot resume {self.run_dir}: the config differs from the run's in "
                                    f"{', '.join(differ)}. Resume with the original values, or start a new run.")

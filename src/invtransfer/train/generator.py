@@ -439,7 +439,13 @@ class GeneratorRun:
         ck = load_checkpoint(self.path("state.pt"), "generator")
         if ck.get("state") != "full":
             raise InvTransferError(f"{self.path('state.pt')} is not a full training state; cannot resume.")
-        differ = [k for k in diff_configs(ck["config"], self.cfg_dict) if not k.startswith(_RESUME_FREE)]
+        # Through the dataclass, so options added to the package since the run started compare
+        # at their defaults instead of blocking the resume.
+        try:
+            saved = to_dict(from_dict(GeneratorTrainConfig, ck["config"]))
+        except InvTransferError:
+            saved = ck["config"]
+        differ = [k for k in diff_configs(saved, self.cfg_dict) if not k.startswith(_RESUME_FREE)]
         if differ:
             raise InvTransferError(f"cannot resume {self.run_dir}: the config differs from the run's in "
                                    f"{', '.join(differ)}. Resume with the original values, or start a new run.")
