@@ -103,3 +103,12 @@ def test_invariance_cli_on_trained_run(tiny_npz, tmp_path, capsys):
     assert json.loads((tmp_path / "run" / "invariance.json").read_text())["transform"] == "bg"
     assert cli.main(["invariance", run, "--transform", "blur"]) == 2
     assert "unknown transform 'blur'" in capsys.readouterr().err
+
+
+def test_invariance_needs_a_transform_when_the_dataset_has_none(tiny_npz, tmp_path, capsys):
+    cfg = tiny_cfg(tiny_npz, tmp_path, data=tiny_data_overrides(tiny_npz, nuisance="none"), optim={"epochs": 2})
+    classifier.train(cfg)
+    capsys.readouterr()
+    assert cli.main(["invariance", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "has no known synthetic transform" in err and "generator:PATH" in err
