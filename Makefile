@@ -28,5 +28,22 @@ demo: $(STAMP) data-fmnist
 test: $(STAMP)
 	$(PY) -m pytest
 
+# Benchmarks (never run by the tests): pipelines side by side in one process, ratios with
+# min / median / max over repeats; logs and JSON lines in $(BENCH_OUT)/. Sized for 10 minutes on
+# 2 CPU cores that two training jobs keep busy (less when idle); benchmarks/README.md has each
+# one's full command, larger settings and the results.
+BENCH_OUT ?= runs/bench
+bench: SHELL := /bin/bash
+bench: .SHELLFLAGS := -o pipefail -c
+bench: $(STAMP) data-fmnist
+	@mkdir -p $(BENCH_OUT)
+	$(PY) benchmarks/classifier_throughput.py --config configs/cifar10_lt/ce.yaml --steps 1 --repeats 3 --json \
+	  | tee $(BENCH_OUT)/classifier_throughput.log
+	$(PY) benchmarks/munit_throughput.py --settings paper_b1 paper_b16 --seconds 5 --rounds 3 --json \
+	  | tee $(BENCH_OUT)/munit_throughput.log
+	$(PY) benchmarks/git_overhead.py --steps 1 --repeats 3 --json | tee $(BENCH_OUT)/git_overhead.log
+	$(PY) benchmarks/ekld_throughput.py --images-per-class 4 --draws 5 --repeats 3 --json \
+	  | tee $(BENCH_OUT)/ekld_throughput.log
+
 clean-venv:
 	rm -rf $(VENV)

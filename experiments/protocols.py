@@ -4,6 +4,8 @@
     python experiments/protocols.py synthetic --base fmnist --transforms rot --methods ce ce_drs
     python experiments/protocols.py cifar --dataset cifar10-lt
     python experiments/protocols.py synthetic ... --dry-run        # print the commands only
+    python experiments/protocols.py cifar --jobs 4                 # 4 runs at a time (submitit)
+    python experiments/protocols.py cifar --executor slurm --jobs 8 --slurm-partition gpu
 
 Every run has a fixed name under ``--out`` (default ``runs/protocols``). A run whose
 ``results.json`` (classifier) or ``generator.pt`` (generator) exists is skipped; one with a
@@ -11,6 +13,14 @@ checkpoint is resumed (``resume=true``); anything else starts fresh. So the same
 re-run after an interruption and continues where it stopped. After a classifier finishes, its
 invariance is measured (true transform on synthetic data) into its ``invariance.json``, and a
 report of everything under ``--out`` is written to ``--out/report``.
+
+Dispatch (``--executor``): through submitit (``pip install 'invtransfer[sweep]'``): ``local``
+runs ``--jobs`` runs at a time as local processes (GPUs handed out round robin), ``slurm``
+submits SLURM job arrays (``--jobs`` = array parallelism; a preempted or timed-out job stops
+its run cleanly, which saves a checkpoint, and requeues itself to resume it), ``auto`` (the
+default) picks slurm where ``sbatch`` exists, else local. Jobs go out in waves: runs that need
+a generator wait until it has finished. ``sequential``, or no submitit installed, runs the jobs
+one after another in this process. Job logs: ``--out/submitit/``.
 
 Synthetic protocol (SPEC §2, §5): per transform and dataset instance, one generator (BG and DIL;
 ROT only with ``--git-on-rot``), then CE, CE+DRS, CE+DRS+GIT (where a generator exists) and the
@@ -22,8 +32,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 
 CONFIG_DIRS = {"fmnist": "configs/fmnist_lt", "k49": "configs/k49_lt", "cifar10-lt": "configs/cifar10_lt",
@@ -42,6 +54,7 @@ class Job:
     name: str
     args: list[str]
     after: list[list[str]] = field(default_factory=list)  # commands run once the job has finished
+    needs: str | None = None  # name of the (generator) job that must have finished first
 
     def run_dir(self, out: str) -> str:
         return os.path.join(out, self.name)
@@ -79,7 +92,8 @@ def synthetic_jobs(base: str, transforms: list[str], instances: list[int], metho
                 if m == "ce_drs_git":
                     args.append(f"git.generator={os.path.join(out, gen_name)}")
                 inv = ["invariance", os.path.join(out, name), "--transform", t]
-                jobs.append(Job("classifier", name, args, after=[inv]))
+                jobs.append(Job("classifier", name, args, after=[inv],
+                                needs=gen_name if m == "ce_drs_git" else None))
     return jobs
 
 
@@ -98,7 +112,8 @@ def cifar_jobs(dataset: str, methods: list[str], seeds: list[int], out: str, ext
                 args.append(f"git.generator={os.path.join(out, gen_name)}")
             after = [["invariance", os.path.join(out, f"{dataset}__{m}__s{s}"), "--transform",
                       f"generator:{os.path.join(out, gen_name)}"]] if m.endswith("_git") else []
-            jobs.append(Job("classifier", f"{dataset}__{m}__s{s}", args, after=after))
+            jobs.append(Job("classifier", f"{dataset}__{m}__s{s}", args, after=after,
+                            needs=gen_name if m.endswith("_git") else None))
     return jobs
 
 
@@ -118,9 +133,142 @@ def run_jobs(jobs: list[Job], out: str, exe: list[str], dry_run: bool) -> int:
             continue
         for after in job.after:
             subprocess.run(exe + after)
-    if not dry_run and any(j.done(out) and j.kind == "classifier" for j in jobs):
-        subprocess.run(exe + ["report", out, "--out", os.path.join(out, "report")])
+    if not dry_run:
+        write_report(jobs, out, exe)
     return 1 if failures else 0
+
+
+def write_report(jobs: list[Job], out: str, exe: list[str]) -> None:
+    if any(j.done(out) and j.kind == "classifier" for j in jobs):
+        subprocess.run(exe + ["report", out, "--out", os.path.join(out, "report")])
+
+
+class JobRunner:
+    """One job as a picklable callable for submitit (runs in the job's process, local or on a node).
+
+    The command is decided when the job starts (resume if a checkpoint exists), so a requeued job
+    resumes. On preemption or timeout submitit calls :meth:`checkpoint`: the run gets SIGTERM,
+    saves its checkpoint and exits, and the job is requeued.
+    """
+
+    def __init__(self, job: Job, out: str, exe: list[str]):
+        self.job, self.out, self.exe = job, out, exe
+        self._proc: subprocess.Popen | None = None
+
+    def __call__(self) -> str:
+        if self.job.done(self.out):
+            return "finished before"
+        cmd = self.job.command(self.out, self.exe)
+        print("[run] " + " ".join(cmd), flush=True)
+        self._proc = subprocess.Popen(cmd)
+        rc = self._proc.wait()
+        self._proc = None
+        if rc != 0:
+            raise RuntimeError(f"{self.job.name}: {' '.join(cmd)} exited with status {rc}")
+        for after in self.job.after:
+            subprocess.run(self.exe + after)
+        return "finished"
+
+    def checkpoint(self, *args, **kwargs):  # noqa: ARG002 - submitit's requeue hook
+        import submitit
+
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # the run saves a checkpoint and exits
+            try:
+                proc.wait(timeout=300)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        return submitit.helpers.DelayedSubmission(JobRunner(self.job, self.out, self.exe))
+
+    def __getstate__(self) -> dict:
+        return {"job": self.job, "out": self.out, "exe": self.exe, "_proc": None}
+
+
+def dispatch(jobs: list[Job], out: str, exe: list[str], *, executor: str = "auto", parallel: int = 1,
+             timeout_min: int = 3 * 24 * 60, gpus_per_job: int | None = None, cpus_per_job: int = 4,
+             slurm_partition: str | None = None, poll_s: float = 2.0, report: bool = True) -> int:
+    """Run the unfinished jobs through submitit, ``parallel`` at a time, in dependency waves.
+
+    Returns 0 when every job has finished (now or before), else 1.
+    """
+    import cloudpickle
+    import submitit
+
+    if __name__ != "__main__":  # imported (e.g. by tests): ship this module's code with the jobs
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ex = submitit.AutoExecutor(folder=os.path.join(out, "submitit"), cluster=None if executor == "auto" else executor)
+    n_gpus = 0
+    if gpus_per_job is None:
+        import torch
+
+        n_gpus = torch.cuda.device_count()
+        gpus_per_job = 1 if n_gpus else 0
+    params = {"timeout_min": timeout_min, "gpus_per_node": gpus_per_job, "cpus_per_task": cpus_per_job,
+              "name": "invtransfer"}
+    if ex.cluster == "slurm":
+        params["slurm_array_parallelism"] = parallel
+        if slurm_partition:
+            params["slurm_partition"] = slurm_partition
+    ex.update_parameters(**params)
+    print(f"[dispatch] submitit {ex.cluster} executor, {parallel} job(s) at a time, logs in "
+          f"{os.path.join(out, 'submitit')}", flush=True)
+    by_name = {j.name: j for j in jobs}
+    pending, failed = [], set()
+    for job in jobs:
+        if job.done(out):
+            print(f"[skip] {job.name} (finished)", flush=True)
+        else:
+            pending.append(job)
+    while pending:
+        ready = [j for j in pending if j.needs is None or (j.needs in by_name and by_name[j.needs].done(out))]
+        waiting = [j for j in pending if j not in ready]
+        for job in [j for j in waiting if j.needs in failed or j.needs not in {p.name for p in pending}]:
+            print(f"[fail] {job.name}: its generator {job.needs} did not finish", flush=True)
+            failed.add(job.name)
+        pending = [j for j in waiting if j.name not in failed]
+        if not ready:
+            break
+        failed |= _run_wave(ex, ready, out, exe, parallel, n_gpus if gpus_per_job else 0, poll_s)
+    if report:
+        write_report(jobs, out, exe)
+    return 1 if failed else 0
+
+
+def _run_wave(ex, jobs: list[Job], out: str, exe: list[str], parallel: int, n_gpus: int, poll_s: float) -> set:
+    """Submit ``jobs`` (a SLURM array, or local processes ``parallel`` at a time); the names that failed."""
+    queue, running, failed = list(jobs), [], set()
+    if ex.cluster == "slurm":
+        with ex.batch():
+            subs = [(job, ex.submit(JobRunner(job, out, exe))) for job in queue]
+        running, queue = [(job, sub) for job, sub in subs], []
+        for job, sub in running:
+            print(f"[submit] {job.name} (slurm job {sub.job_id})", flush=True)
+    next_gpu = 0
+    while queue or running:
+        while queue and len(running) < parallel:
+            job = queue.pop(0)
+            if n_gpus > 1:  # local: hand the GPUs out round robin
+                ex.update_parameters(local_visible_gpus=(next_gpu % n_gpus,))
+                next_gpu += 1
+            sub = ex.submit(JobRunner(job, out, exe))
+            print(f"[submit] {job.name} (local job {sub.job_id})", flush=True)
+            running.append((job, sub))
+        time.sleep(poll_s)
+        still = []
+        for job, sub in running:
+            if not sub.done():
+                still.append((job, sub))
+                continue
+            err = sub.exception()
+            if err is None and job.done(out):
+                print(f"[done] {job.name}", flush=True)
+            else:
+                print(f"[fail] {job.name}: {str(err).strip().splitlines()[-1] if err else 'no result files'}; "
+                      f"log {sub.paths.stdout}, {sub.paths.stderr}; re-run this driver to resume it", flush=True)
+                failed.add(job.name)
+        running = still
+    return failed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,6 +292,14 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--set-generator", nargs="*", default=[], metavar="KEY=VALUE",
                        help="extra overrides of every generator run (e.g. iterations=2000)")
         q.add_argument("--dry-run", action="store_true")
+        q.add_argument("--executor", choices=("auto", "local", "slurm", "sequential"), default="auto",
+                       help="submitit executor (auto: slurm if available, else local); sequential: one after "
+                            "another in this process")
+        q.add_argument("--jobs", type=int, default=1, help="runs at a time (SLURM: array parallelism)")
+        q.add_argument("--timeout-min", type=int, default=3 * 24 * 60, help="time limit of one job, minutes")
+        q.add_argument("--gpus-per-job", type=int, default=None, help="default: 1 if this machine has a GPU")
+        q.add_argument("--cpus-per-job", type=int, default=4)
+        q.add_argument("--slurm-partition", default=None)
     a = p.parse_args(argv)
     if a.protocol == "synthetic":
         jobs = synthetic_jobs(a.base, a.transforms, a.instances, a.methods, a.out, a.git_on_rot, a.set,
@@ -151,7 +307,16 @@ def main(argv: list[str] | None = None) -> int:
     else:
         jobs = cifar_jobs(a.dataset, a.methods, a.seeds, a.out, a.set, a.set_generator)
     exe = [sys.executable, "-m", "invtransfer"]
-    return run_jobs(jobs, a.out, exe, a.dry_run)
+    if a.dry_run or a.executor == "sequential":
+        return run_jobs(jobs, a.out, exe, a.dry_run)
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        print("[dispatch] submitit is not installed (pip install 'invtransfer[sweep]'), so the jobs run one after "
+              "another in this process; --jobs and --executor are ignored.", flush=True)
+        return run_jobs(jobs, a.out, exe, a.dry_run)
+    return dispatch(jobs, a.out, exe, executor=a.executor, parallel=max(1, a.jobs), timeout_min=a.timeout_min,
+                    gpus_per_job=a.gpus_per_job, cpus_per_job=a.cpus_per_job, slurm_partition=a.slurm_partition)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ what it needs to.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from collections.abc import Sequence
@@ -18,6 +19,15 @@ from invtransfer.errors import InvTransferError
 
 def _kv(args: Sequence[str]) -> dict:
     return parse_overrides(list(args))
+
+
+def _data_options(name: str, overrides: Sequence[str]) -> dict:
+    """Dataset options: the preset NAME (positional) and its key=value overrides."""
+    kv = _kv(overrides)
+    if "name" in kv and kv["name"] != name:
+        raise InvTransferError(f"dataset option name={kv['name']!r} contradicts the dataset {name!r} given as "
+                               f"argument; the preset is the argument, drop name=.")
+    return dict(kv, name=name)
 
 
 def _split_config(config: str | None, overrides: Sequence[str]) -> tuple[str | None, list[str]]:
@@ -32,7 +42,7 @@ def cmd_data(a: argparse.Namespace) -> int:
 
     if a.name == "download":
         return cmd_download(a)
-    cfg = from_dict(datasets.DatasetConfig, dict(_kv(a.overrides), name=a.name))
+    cfg = from_dict(datasets.DatasetConfig, _data_options(a.name, a.overrides))
     cfg = datasets.resolve(cfg)
     if a.print_config:
         print(dump_yaml(cfg), end="")
@@ -122,7 +132,7 @@ def cmd_train_generator(a: argparse.Namespace) -> int:
 def _dataset_config(name: str, overrides: Sequence[str]):
     from invtransfer.data import datasets
 
-    return from_dict(datasets.DatasetConfig, dict(_kv(overrides), name=name))
+    return from_dict(datasets.DatasetConfig, _data_options(name, overrides))
 
 
 def cmd_sample(a: argparse.Namespace) -> int:
@@ -337,6 +347,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
+    except OSError as e:  # a file operation the library does not wrap (disk full, permissions, ...)
+        why = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e) or type(e).__name__)
+        where = f": {e.filename}" if e.filename else ""
+        print(f"error: {why}{where}.", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

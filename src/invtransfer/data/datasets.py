@@ -40,7 +40,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 
@@ -50,6 +49,7 @@ import torch
 from invtransfer.config import from_dict, option, to_dict
 from invtransfer.data import formats, longtail, nuisance
 from invtransfer.errors import InvTransferError, suggest
+from invtransfer.fileio import atomic_write_bytes  # noqa: F401 (re-exported: callers import it from here)
 
 #: Bumped whenever building changes in a way that changes the stored arrays.
 BUILD_VERSION = 1
@@ -215,25 +215,11 @@ def _file_digest(path: str, memo_dir: str) -> str:
         for chunk in iter(lambda: fh.read(1 << 22), b""):
             h.update(chunk)
     memo[key] = h.hexdigest()
-    atomic_write_bytes(memo_path, json.dumps(memo, indent=0).encode())
-    return memo[key]
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write via a temporary file in the same folder and rename, so readers never see half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        atomic_write_bytes(memo_path, json.dumps(memo, indent=0).encode())
+    except InvTransferError:
+        pass  # only a speed-up: the next build hashes the file again
+    return memo[key]
 
 
 def _load_raw(cfg: DatasetConfig) -> formats.RawDataset:
@@ -345,7 +331,11 @@ def _save_cache(path: str, ds: LTDataset) -> None:
     extra = {} if ds.x_train_base is None else {"x_train_base": ds.x_train_base}
     np.savez(buf, x_train=ds.x_train, y_train=ds.y_train, x_val=ds.x_val, y_val=ds.y_val,
              x_test=ds.x_test, y_test=ds.y_test, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **extra)
-    atomic_write_bytes(path, buf.getvalue())
+    try:
+        atomic_write_bytes(path, buf.getvalue())  # all or nothing: a failed write leaves no cache file
+    except InvTransferError as e:
+        # The cache only saves rebuilding; the dataset in hand is complete, so go on without it.
+        ds.warnings.append(f"the dataset was built but not cached ({e}); the next use rebuilds it.")
 
 
 def _load_cache(path: str) -> LTDataset | None:
@@ -355,9 +345,9 @@ def _load_cache(path: str) -> LTDataset | None:
             meta = json.loads(z["meta"].tobytes().decode())
             arrays = {k: z[k] for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
             arrays["x_train_base"] = z["x_train_base"] if "x_train_base" in z.files else None
-    except (OSError, ValueError, KeyError, zlib.error, EOFError):
+        return LTDataset(**arrays, **meta)
+    except Exception:  # noqa: BLE001 - any damage (truncated zip, bad CRC, foreign or old file): rebuild
         return None
-    return LTDataset(**arrays, **meta)
 
 
 def build_dataset(cfg: DatasetConfig | dict | None = None, *, use_cache: bool = True, **overrides) -> LTDataset:

@@ -3,27 +3,31 @@
 * :func:`atomic_save` writes to a temporary file in the target folder, fsyncs it and renames it
   over the old file, so a crash or ``kill -9`` at any moment leaves either the previous or the
   new checkpoint, never half of one. A failed write (disk full, permissions) is an
-  :class:`InvTransferError` and the previous checkpoint stays.
+  :class:`InvTransferError` saying why, and the previous checkpoint stays byte-identical.
+  Temporaries left by killed writers are removed by a later save (:mod:`invtransfer.fileio`,
+  which also holds :class:`RunLock`, the lock a training process holds on its run directory).
 * :func:`load_checkpoint` always uses ``torch.load(..., weights_only=True)`` (no arbitrary
   unpickling) and checks the ``format`` tag, so a truncated file, a foreign file or a file of
   another kind gets a clear error.
 * :class:`StopSignals` turns SIGINT/SIGTERM into a flag the training loops poll after each
   step; they then save and raise :class:`TrainingInterrupted`.
+* :func:`log_lines_upto` keeps the ``metrics.jsonl`` lines a resumed run keeps, dropping the
+  half line a killed process may leave.
 """
 
 from __future__ import annotations
 
-import errno
+import json
 import os
 import pickle
 import signal
-import tempfile
-import zipfile
+import warnings
 from typing import Any
 
 import torch
 
 from invtransfer.errors import InvTransferError
+from invtransfer.fileio import RunLock, check_run_name, fsync_dir, temp_file, write_error  # noqa: F401
 
 
 class TrainingInterrupted(InvTransferError):
@@ -34,29 +38,60 @@ class TrainingInterrupted(InvTransferError):
         self.signum = signum
 
 
+class _RecordingWriter:
+    """The file as torch.save sees it: keeps the OSError of a failed write, which torch's zip
+    writer reports only as a RuntimeError ("unexpected pos ..."), so the reason is not lost."""
+
+    def __init__(self, fh) -> None:
+        self.fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
 def atomic_save(obj: Any, path: str) -> None:
-    """``torch.save`` to ``path`` atomically (temp file + fsync + rename)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    """``torch.save`` to ``path`` atomically (temp file + fsync + rename).
+
+    A failed write (disk full, ...) is an :class:`InvTransferError` saying why, and the previous
+    file stays byte-identical. Temporaries left by killed writers are removed by a later save of
+    the same file (:func:`invtransfer.fileio.remove_stale_temps`).
+    """
     tmp = None
+    writer = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
+        fd, tmp = temp_file(path)
         with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+            writer = _RecordingWriter(fh)
+            torch.save(obj, writer)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         tmp = None
+        fsync_dir(os.path.dirname(os.path.abspath(path)))
     except OSError as e:
-        why = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-        kept = " The previous file there is unchanged." if os.path.exists(path) else ""
-        raise InvTransferError(f"could not write {path}: {why}.{kept}") from None
+        raise write_error(path, e) from None
+    except RuntimeError:
+        if writer is None or writer.error is None:
+            raise  # not a write failure (e.g. an object torch cannot save): a bug, keep the traceback
+        raise write_error(path, writer.error) from None
     finally:
-        if tmp is not None and os.path.exists(tmp):
+        if tmp is not None:
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+def _first_line(text: str) -> str:
+    return text.splitlines()[0][:200] if text.strip() else ""
 
 
 def load_checkpoint(path: str, kind: str | None = None) -> dict:
@@ -64,14 +99,24 @@ def load_checkpoint(path: str, kind: str | None = None) -> dict:
     if not os.path.isfile(path):
         raise InvTransferError(f"checkpoint {path} does not exist.")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol N" of a garbage file
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise InvTransferError(f"checkpoint {path} was refused: it holds objects other than tensors and plain "
-                               f"data ({str(e).splitlines()[0][:200]}). Only invtransfer checkpoints can be "
-                               f"loaded.") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        text = str(e)
+        if "weights only load failed" not in text.lower():  # garbage bytes, not a refused object
+            raise InvTransferError(f"checkpoint {path} is truncated or not a PyTorch checkpoint "
+                                   f"(UnpicklingError: {_first_line(text)}).") from None
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        why = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln or "unsupported" in ln),
+                   lines[1] if len(lines) > 1 else _first_line(text))
+        raise InvTransferError(f"checkpoint {path} was refused and nothing in it was run: it holds objects other "
+                               f"than tensors and plain data ({why[:200]}). Only invtransfer checkpoints can be "
+                               f"loaded; a file from an untrusted source may be malicious.") from None
+    except Exception as e:  # noqa: BLE001 - torch.load of damaged bytes raises almost any type
+        # (RuntimeError, EOFError, BadZipFile, struct.error, IndexError, KeyError, AssertionError, ...)
         raise InvTransferError(f"checkpoint {path} is truncated or not a PyTorch checkpoint "
-                               f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}).") from None
+                               f"({type(e).__name__}: {_first_line(str(e))}).") from None
     fmt = obj.get("format") if isinstance(obj, dict) else None
     if not isinstance(fmt, str) or not fmt.startswith("invtransfer/"):
         raise InvTransferError(f"checkpoint {path} is not an invtransfer checkpoint (no 'format' tag).")
@@ -106,3 +151,20 @@ class StopSignals:
     @property
     def stop(self) -> bool:
         return self.signum is not None
+
+
+def log_lines_upto(lines, key: str, upto: int) -> list[str]:
+    """The ``metrics.jsonl`` lines a resumed run keeps: records with ``record[key] <= upto``.
+
+    A line that does not parse is dropped: a process killed while appending (``kill -9``, a full
+    disk) leaves a partial last line, which must not stop the resume.
+    """
+    kept = []
+    for ln in lines:
+        try:
+            record = json.loads(ln)
+            if int(record[key]) <= upto:
+                kept.append(ln if ln.endswith("\n") else ln + "\n")
+        except (ValueError, TypeError, KeyError):
+            continue
+    return kept

@@ -5,6 +5,12 @@ Single process::
     invtransfer train configs/cifar10_lt/ce_drs.yaml seed=1
     invtransfer train configs/fmnist_lt/ce.yaml data.name=fmnist-bg-lt data.instance=2 optim.epochs=10
 
+Several processes (DistributedDataParallel; gloo on CPU, NCCL on GPUs; see
+:mod:`invtransfer.train.distributed`): ``optim.batch_size`` stays the global batch and the global
+sample is the single process's::
+
+    torchrun --standalone --nproc_per_node 4 -m invtransfer train configs/cifar10_lt/ce_drs.yaml sync_bn=true
+
 Rules (SPEC §3; epochs count from 0, E1 = ``switch_epoch``, default ``optim.decay1_epoch``):
 
 * ``erm``      uniform shuffle, unweighted loss.
@@ -29,6 +35,7 @@ run's final weights bit for bit on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -50,8 +57,16 @@ from invtransfer.data.datasets import DatasetConfig, LTDataset
 from invtransfer.errors import InvTransferError
 from invtransfer.metrics.accuracy import classification_metrics
 from invtransfer.models.resnet_cifar import MODELS, build_model
-from invtransfer.train import losses
-from invtransfer.train.checkpoint import StopSignals, TrainingInterrupted, atomic_save, load_checkpoint
+from invtransfer.train import distributed, losses
+from invtransfer.train.checkpoint import (
+    RunLock,
+    StopSignals,
+    TrainingInterrupted,
+    atomic_save,
+    check_run_name,
+    load_checkpoint,
+    log_lines_upto,
+)
 
 RULES = ("erm", "resample", "reweight", "drs", "drw")
 
@@ -146,6 +161,8 @@ class TrainConfig:
     compile: bool = option(False, "torch.compile the model")
     channels_last: bool = option(True, "channels_last memory format (faster on CPU and GPU)")
     amp: str = option("auto", "autocast: auto = bf16 on CUDA only", choices=("auto", "bf16", "off"))
+    sync_bn: bool = option(False, "multi-process runs: batch-norm statistics of the global batch rather than "
+                                  "of each process's shard")
     out_dir: str = option("runs", "parent folder of run directories")
     name: str | None = option(None, "run directory name (default dataset__method__seed__time)")
     method: str | None = option(None, "method label in reports (default derived from loss/rule)")
@@ -163,6 +180,7 @@ class TrainConfig:
             raise InvTransferError("config keys 'resume' and 'overwrite' cannot both be true.")
         if self.resume and not self.name:
             raise InvTransferError("config key 'resume=true' needs 'name' (the run directory under out_dir).")
+        check_run_name(self.name)
         if self.oracle and self.git.generator:
             raise InvTransferError("config keys 'oracle=true' and 'git.generator' exclude each other: the oracle "
                                    "is the control that replaces the generator by the true transform.")
@@ -181,7 +199,8 @@ class TrainConfig:
 
 # Keys that may differ between a run and its resumption.
 _RESUME_FREE = ("resume", "overwrite", "quiet", "device", "tensorboard", "compile", "checkpoint_every",
-                "data.data_root", "data.cache_dir", "data.strict_checksums")
+                "data.data_root", "data.cache_dir", "data.strict_checksums",
+                "name", "out_dir")  # where the run lives: auto-named and moved runs must resume
 
 
 def method_label(cfg: TrainConfig) -> str:
@@ -271,22 +290,47 @@ def _json_dump(path: str, obj: Any) -> None:
     datasets.atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
+@dataclass
+class BatchPlan:
+    """Every random decision about one GLOBAL training batch, made on the CPU (see plan_batch)."""
+
+    index: torch.Tensor  # (B,) training images of the slots
+    augment: batches.AugmentParams  # their augmentation draws
+    labels: torch.Tensor  # (B,) labels, after GIT's replacements
+    gen_slots: torch.Tensor  # (k,) slots that GIT fills with generated samples
+    gen_index: torch.Tensor  # (k,) second-stream images they are generated from
+    gen_augment: batches.AugmentParams | None = None
+    gen_styles: torch.Tensor | None = None  # (k, style_dim) random styles
+
+    @property
+    def generated(self) -> int:
+        return len(self.gen_slots)
+
+
 class ClassifierRun:
     """State and outputs of one training run; :meth:`run` does the work."""
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.cfg_dict = to_dict(cfg)
-        self.device = resolve_device(cfg.device)
-        self.amp_dtype = autocast_dtype(cfg.amp, self.device)
-        self.method = method_label(cfg)
-        self.ds: LTDataset = datasets.build_dataset(cfg.data)
-        if cfg.oracle and self.ds.nuisance == "none":
-            raise InvTransferError(f"config key 'oracle=true' needs a dataset with a synthetic nuisance; "
-                                   f"{self.ds.name!r} has none (use e.g. fmnist-bg-lt).")
-        # Store the resolved dataset options so the run can be rebuilt exactly.
-        self.cfg_dict["data"] = self.ds.config
-        self.run_dir = self._prepare_run_dir()
+        # torchrun's variables (if any) decide the process group and this process's device.
+        self.dist, self.device = distributed.from_env(resolve_device(cfg.device))
+        try:
+            self.amp_dtype = autocast_dtype(cfg.amp, self.device)
+            self.method = method_label(cfg)
+            # Process 0 builds (and caches) the dataset first; the others then read the cache.
+            built: dict = {}
+            self.dist.on_main(lambda: built.setdefault("ds", datasets.build_dataset(cfg.data)) and None)
+            self.ds: LTDataset = built["ds"] if self.dist.is_main else datasets.build_dataset(cfg.data)
+            if cfg.oracle and self.ds.nuisance == "none":
+                raise InvTransferError(f"config key 'oracle=true' needs a dataset with a synthetic nuisance; "
+                                       f"{self.ds.name!r} has none (use e.g. fmnist-bg-lt).")
+            # Store the resolved dataset options so the run can be rebuilt exactly.
+            self.cfg_dict["data"] = self.ds.config
+            self.run_dir = self.dist.on_main(self._prepare_run_dir)
+        except BaseException:
+            self.dist.close()
+            raise
 
     # ----------------------------------------------------------------- run directory
     def _prepare_run_dir(self) -> str:
@@ -295,6 +339,8 @@ class ClassifierRun:
                                       time.strftime("%Y%m%d-%H%M%S")])
         run_dir = os.path.join(cfg.out_dir, name)
         if os.path.exists(run_dir):
+            if cfg.resume or cfg.overwrite:
+                RunLock.check_free(run_dir)  # never resume or delete a run another process is writing
             if cfg.resume:
                 return run_dir
             if cfg.overwrite:
@@ -326,14 +372,31 @@ class ClassifierRun:
         self.model = build_model(cfg.model, ds.num_classes, in_channels=c, cosine_head=cosine).to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.train_model = torch.compile(self.model) if cfg.compile else self.model
+        self.train_model = self.model
+        if self.dist.enabled:
+            self.dist.check_batch_size(cfg.optim.batch_size, "optim.batch_size")
+            last = len(ds.y_train) % cfg.optim.batch_size
+            if 0 < last < self.dist.world_size:
+                raise InvTransferError(f"the last batch of an epoch has {last} image(s), fewer than the "
+                                       f"{self.dist.world_size} processes; choose another optim.batch_size.")
+            if cfg.sync_bn:
+                self.model = distributed.convert_sync_batchnorm(self.model, self.device)
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.train_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if cfg.compile:
+            self.train_model = torch.compile(self.train_model)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                                          weight_decay=cfg.optim.weight_decay)
-        self.class_weight = losses.effective_number_weights(counts, cfg.loss.reweight_beta).to(self.device)
+        self.class_weight_cpu = losses.effective_number_weights(counts, cfg.loss.reweight_beta)
+        self.class_weight = self.class_weight_cpu.to(self.device)
         self.normalizer = batches.Normalizer(*batches.channel_stats(ds.x_train))
         train_images = ds.x_train_base if cfg.oracle else ds.x_train
         self.x_train = batches.to_device_images(train_images, self.device)
-        self.y_train = torch.from_numpy(ds.y_train).to(self.device)
+        # Labels stay on the host too: batches are planned there (no device round trips per step).
+        self.y_train_cpu = torch.from_numpy(ds.y_train)
+        self.y_train = self.y_train_cpu.to(self.device)
         self.counts_t = torch.tensor(counts)
         self.x_val = batches.to_device_images(ds.x_val, self.device)
         self.y_val = torch.from_numpy(ds.y_val).to(self.device)
@@ -373,10 +436,14 @@ class ClassifierRun:
                 "nuisance": ds.nuisance, "normalizer": {"mean": self.normalizer.mean, "std": self.normalizer.std}}
 
     def save_checkpoint(self, epoch: int, step: int, running: dict) -> None:
-        atomic_save(self._state(epoch, step, running), self.path("checkpoint.pt"))
+        if self.dist.is_main:  # the processes' states are identical; process 0 writes
+            atomic_save(self._state(epoch, step, running), self.path("checkpoint.pt"))
 
     def _restore(self) -> tuple[int, int, dict]:
         ck = load_checkpoint(self.path("checkpoint.pt"), "classifier")
+        if ck.get("state") != "full":
+            raise InvTransferError(f"{self.path('checkpoint.pt')} holds weights only, not a training state "
+                                   f"(optimiser, position); cannot resume from it.")
         # Through the dataclass, so options added to the package since the run started compare
         # at their defaults instead of blocking the resume.
         try:
@@ -405,27 +472,31 @@ class ClassifierRun:
         self.best: dict = {"epoch": -1, "balanced_accuracy": -1.0}
         self.best_model: dict | None = None
         epoch, start_step, running = 0, 0, {}
+        main = self.dist.is_main
         if cfg.resume:
             epoch, start_step, running = self._restore()
-            self._truncate_log(epoch)
-        else:
+            if main:
+                self._truncate_log(epoch)
+        elif main:
             datasets.atomic_write_bytes(self.path("config.yaml"), dump_yaml(self.cfg_dict).encode())
-        tb = self._tensorboard()
+        tb = self._tensorboard() if main else None
         n = len(self.y_train)
         steps = math.ceil(n / o.batch_size)
         with StopSignals() as signals:
+            self._signals = signals
             while epoch < o.epochs:
                 lr = learning_rate(o, epoch)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                idx = batches.epoch_indices(self.sampler_for(epoch), self.y_train, self.counts_t, cfg.seed, epoch)
-                idx = idx.to(self.device)
+                # Epoch indices stay on the host, where each step's batch is planned.
+                idx = batches.epoch_indices(self.sampler_for(epoch), self.y_train_cpu, self.counts_t, cfg.seed,
+                                            epoch)
                 # GIT's second stream: same sampler as the main one, independent draws.
-                idx2 = batches.epoch_indices(self.sampler_for(epoch), self.y_train, self.counts_t, cfg.seed, epoch,
-                                             stream=2).to(self.device) if self.git_active(epoch) else None
+                idx2 = batches.epoch_indices(self.sampler_for(epoch), self.y_train_cpu, self.counts_t, cfg.seed,
+                                             epoch, stream=2) if self.git_active(epoch) else None
                 weight = self.class_weight_for(epoch)
                 running = running or {"loss": 0.0, "correct": 0, "seen": 0, "time": 0.0, "generated": 0}
-                bar = self._progress(epoch, steps, start_step)
+                bar = self._progress(epoch, steps, start_step) if main else None
                 self.model.train()
                 t0 = time.time()
                 for step in range(start_step, steps):
@@ -447,9 +518,11 @@ class ClassifierRun:
                                         acc=f"{100 * running['correct'] / running['seen']:.1f}", lr=f"{lr:.3g}",
                                         ips=f"{running['seen'] / max(el, 1e-9):.0f}")
                         bar.update(1)
-                    if signals.stop:
+                    # Several processes stop in the same step (see _train_step).
+                    if self._agreed_stop if self.dist.enabled else signals.stop:
                         running["time"] += time.time() - t0
                         self.save_checkpoint(epoch, step + 1, running)
+                        self.dist.barrier()
                         if bar is not None:
                             bar.close()
                         raise TrainingInterrupted(
@@ -460,7 +533,7 @@ class ClassifierRun:
                 if bar is not None:
                     bar.close()
                 running["time"] += time.time() - t0
-                record = self._end_epoch(epoch, lr, running)
+                record = self._end_epoch(epoch, lr, running) if main else {}
                 if tb is not None:
                     for k, v in record.items():
                         if isinstance(v, (int, float)) and v is not None:
@@ -472,43 +545,97 @@ class ClassifierRun:
             tb.close()
         return self._finish(time.time() - t_start)
 
+    def plan_batch(self, bidx: torch.Tensor, epoch: int, step: int,
+                   bidx2: torch.Tensor | None = None) -> BatchPlan:
+        """The random decisions of one global batch, made on the CPU with the step's generators.
+
+        Stream 1 draws the augmentation of the batch; with GIT (``bidx2`` = the second stream's
+        indices at the same positions) stream 2 decides which of the last ``gen_frac`` slots are
+        generated, then draws those sources' augmentation and their random styles.
+        """
+        bidx = bidx.cpu()
+        g = batches.step_generator(self.cfg.seed, epoch, step, stream=1)
+        augment = self.augmenter.sample(len(bidx), g)
+        labels = self.y_train_cpu[bidx]  # a copy (advanced indexing), safe to overwrite
+        none = torch.zeros(0, dtype=torch.long)
+        plan = BatchPlan(bidx, augment, labels, none, none)
+        k = int(len(bidx) * self.cfg.git.gen_frac) if bidx2 is not None else 0
+        if k > 0:
+            g2 = batches.step_generator(self.cfg.seed, epoch, step, stream=2)
+            slots = torch.arange(len(bidx) - k, len(bidx))
+            src = bidx2.cpu()[len(bidx) - k:len(bidx)]
+            use = torch.rand(len(src), generator=g2, dtype=torch.float64) < self.git_keep[self.y_train_cpu[src]]
+            if bool(use.any()):
+                plan.gen_slots, plan.gen_index = slots[use], src[use]
+                plan.gen_augment = self.augmenter.sample(plan.generated, g2)
+                plan.gen_styles = torch.randn(plan.generated, self.nuisance_sampler.gen.style_dim, generator=g2)
+                labels[plan.gen_slots] = self.y_train_cpu[plan.gen_index]
+        return plan
+
+    def materialize(self, plan: BatchPlan, rows: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised images and labels of rows ``[start, stop)`` (default all) of a planned batch.
+
+        Only the generated slots among those rows go through the generator (nothing is generated
+        and thrown away).
+        """
+        start, stop = rows if rows is not None else (0, len(plan.index))
+        dev = self.device
+        x = self.augmenter.apply(self.x_train[batches.to_device(plan.index[start:stop], dev)],
+                                 plan.augment.select(slice(start, stop)))
+        y = batches.to_device(plan.labels[start:stop], dev)
+        mine = (plan.gen_slots >= start) & (plan.gen_slots < stop)
+        if bool(mine.any()):
+            x2 = self.augmenter.apply(self.x_train[batches.to_device(plan.gen_index[mine], dev)],
+                                      plan.gen_augment.select(mine))
+            x[batches.to_device(plan.gen_slots[mine] - start, dev)] = self.nuisance_sampler(
+                x2, self.normalizer.mean, self.normalizer.std, styles=plan.gen_styles[mine])
+        return x, y
+
     def compose_batch(self, bidx: torch.Tensor, epoch: int, step: int,
                       bidx2: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
         """The normalised training batch and labels of one step (with GIT's generated slots)."""
-        g = batches.step_generator(self.cfg.seed, epoch, step, stream=1)
-        x = self.augmenter(self.x_train[bidx], g)
-        y = self.y_train[bidx]  # a copy (advanced indexing), safe to overwrite
-        generated = 0
-        k = int(len(bidx) * self.cfg.git.gen_frac) if bidx2 is not None else 0
-        if k > 0:
-            # The last k slots may take the second stream's examples at the same positions, run
-            # through the generator; only the slots actually used are generated.
-            g2 = batches.step_generator(self.cfg.seed, epoch, step, stream=2)
-            slots = torch.arange(len(bidx) - k, len(bidx), device=x.device)
-            src = bidx2[len(bidx) - k:len(bidx)]
-            keep = self.git_keep.to(self.y_train.device)[self.y_train[src]]
-            use = (torch.rand(len(src), generator=g2, dtype=torch.float64).to(keep.device) < keep)
-            if bool(use.any()):
-                src, slots = src[use], slots[use]
-                x2 = self.augmenter(self.x_train[src], g2)
-                x[slots] = self.nuisance_sampler(x2, self.normalizer.mean, self.normalizer.std, g2)
-                y[slots] = self.y_train[src]
-                generated = len(src)
-        return x, y, generated
+        plan = self.plan_batch(bidx, epoch, step, bidx2)
+        x, y = self.materialize(plan)
+        return x, y, plan.generated
 
     def _train_step(self, bidx: torch.Tensor, epoch: int, step: int, weight: torch.Tensor | None,
                     bidx2: torch.Tensor | None = None) -> tuple[float, int, int]:
-        x, y, generated = self.compose_batch(bidx, epoch, step, bidx2)
+        """One optimiser step on the global batch ``bidx``; returns its loss, correct count, generated count.
+
+        With several processes each builds and forwards its shard; the shard's loss is scaled so
+        that DDP's gradient average is the global batch's gradient. One host synchronisation per
+        step: the loss (an all-reduce with several processes), needed for the non-finite check.
+        """
+        plan = self.plan_batch(bidx, epoch, step, bidx2)
+        rows = self.dist.shard(len(plan.index))
+        x, y = self.materialize(plan, rows)
         if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
                             enabled=self.amp_dtype is not None):
             logits = self.train_model(x)
         loss = self.loss_fn(logits.float(), y, class_weight=weight)
+        if self.dist.enabled:
+            weighted = weight is not None and self.loss_fn.weighted_mean
+            mean_weights = self.class_weight_cpu[plan.labels] if weighted else torch.ones(len(plan.labels))
+            loss = loss * self.dist.loss_scale(mean_weights, rows)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return float(loss.detach()), int((logits.argmax(1) == y).sum()), generated
+        correct = (logits.argmax(1) == y).sum()
+        if not self.dist.enabled:
+            loss_value, correct_value = torch.stack([loss.detach(), correct.to(loss.dtype)]).tolist()
+            return loss_value, int(correct_value), plan.generated
+        signals = getattr(self, "_signals", None)
+        signum = float(signals.signum or 0) if signals is not None else 0.0
+        stats = torch.stack([loss.detach().double(), correct.double(), loss.new_tensor(signum, dtype=torch.float64)])
+        loss_sum, correct_sum, signum = self.dist.gather_stats(stats)
+        # Every process stops after this step if any got a signal by now (one arriving later is
+        # counted in the next step's exchange, so the processes never disagree).
+        self._agreed_stop = bool(signum)
+        if signum and signals is not None:
+            signals.signum = int(signum)
+        return loss_sum / self.dist.world_size, int(correct_sum), plan.generated
 
     def _progress(self, epoch: int, steps: int, start_step: int):
         if self.cfg.quiet:
@@ -553,7 +680,7 @@ class ClassifierRun:
         if not os.path.isfile(path):
             return
         with open(path, encoding="utf-8") as fh:
-            lines = [ln for ln in fh if ln.strip() and json.loads(ln)["epoch"] <= epoch]
+            lines = log_lines_upto(fh, "epoch", epoch)
         datasets.atomic_write_bytes(path, "".join(lines).encode())
 
     def _tensorboard(self):
@@ -567,6 +694,10 @@ class ClassifierRun:
 
     # ----------------------------------------------------------------- the end
     def _finish(self, wall_time: float) -> dict:
+        """Test evaluation and outputs, by process 0; every process returns its results."""
+        return self.dist.on_main(lambda: self._write_results(wall_time))
+
+    def _write_results(self, wall_time: float) -> dict:
         cfg, ds = self.cfg, self.ds
         if cfg.select == "val" and self.best_model is not None:
             self.model.load_state_dict(self.best_model)
@@ -657,7 +788,27 @@ def plot_per_class_accuracy(results: list[dict], path: str) -> None:
 
 def train(cfg: TrainConfig) -> dict:
     """Run (or resume) one classifier training; returns ``results.json``'s content."""
-    return ClassifierRun(cfg).run()
+    run = ClassifierRun(cfg)
+    ok = False
+    try:
+        # Process 0 writes the run directory; the lock keeps any other process out while it does.
+        with RunLock(run.run_dir) if run.dist.is_main else contextlib.nullcontext():
+            results = run.run()
+        ok = True
+        return results
+    finally:
+        run.dist.close(wait=ok)  # after the others only when all succeeded (a failed one never arrives)
+
+
+def _check_dataset_meta(meta: dict, channels: int) -> None:
+    """Raise (ValueError, KeyError, TypeError) unless a checkpoint's dataset meta is usable as is."""
+    n = len(meta["class_names"])
+    if not isinstance(meta["fingerprint"], str) or [int(v) for v in meta["image_shape"]][0] != channels \
+            or len(meta["image_shape"]) != 3 or len([int(v) for v in meta["train_class_counts"]]) != n \
+            or sorted(meta["normalizer"]) != ["mean", "std"] \
+            or any(len([float(v) for v in meta["normalizer"][k]]) != channels for k in ("mean", "std")):
+        raise ValueError("its dataset metadata (fingerprint, image_shape, train_class_counts, normalizer) does not "
+                         "match the model")
 
 
 def load_classifier(path: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
@@ -685,11 +836,12 @@ def load_classifier(path: str, device: str | torch.device = "cpu") -> tuple[torc
         cosine = cfg.cosine_head if cfg.cosine_head is not None else cfg.loss.name == "ldam"
         model = build_model(cfg.model, len(meta["class_names"]), in_channels=c, cosine_head=cosine)
         model.load_state_dict(weights)
-    except (KeyError, TypeError, RuntimeError) as e:
+        meta = dict(meta, config=ck["config"], path=path, selected_weights=ck.get("selected_weights"))
+        _check_dataset_meta(meta, c)
+    except (KeyError, TypeError, RuntimeError, ValueError, IndexError, AttributeError) as e:
         raise InvTransferError(f"checkpoint {path} does not hold a consistent classifier ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0][:200]}).") from None
+                               f"{str(e).splitlines()[0][:200] if str(e) else ''}).") from None
     model.to(device).eval()
-    meta = dict(meta, config=ck["config"], path=path, selected_weights=ck.get("selected_weights"))
     return model, meta
 
 

@@ -16,6 +16,18 @@ Single process::
 
     invtransfer train-generator configs/generator/fmnist_munit.yaml data.name=fmnist-dil-lt seed=1
 
+Several processes (``batch_size`` stays the global batch per stream; see
+:mod:`invtransfer.train.distributed`)::
+
+    torchrun --standalone --nproc_per_node 2 -m invtransfer train-generator configs/generator/cifar10_munit.yaml
+
+Every process draws both streams' global indices, flips and styles and takes its rows of each
+stream. MUNIT has no batch-dependent layer (instance, layer and adaptive instance norms only),
+so this is the single-process step exactly, up to the order of float sums. Gradients are
+averaged by one all-reduce per network and step (:func:`distributed.average_gradients`) rather
+than by a ``DistributedDataParallel`` wrapper: the step calls the encoders and the decoder
+directly, not ``forward``, and freezes D during G's step, which DDP's forward hooks do not see.
+
 Decisions where SPEC §4 is silent or asks for a choice:
 
 * ONE generator and ONE discriminator shared by both "domains". MUNIT trains (G_a, D_a) and
@@ -42,7 +54,9 @@ Decisions where SPEC §4 is silent or asks for a choice:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import math
 import os
@@ -70,7 +84,16 @@ from invtransfer.models.munit import (
     lsgan_d_loss,
     lsgan_g_loss,
 )
-from invtransfer.train.checkpoint import StopSignals, TrainingInterrupted, atomic_save, load_checkpoint
+from invtransfer.train import distributed
+from invtransfer.train.checkpoint import (
+    RunLock,
+    StopSignals,
+    TrainingInterrupted,
+    atomic_save,
+    check_run_name,
+    load_checkpoint,
+    log_lines_upto,
+)
 from invtransfer.train.classifier import autocast_dtype, resolve_device, versions
 
 # Streams of batches.step_generator used by one iteration (distinct so they never correlate).
@@ -150,12 +173,14 @@ class GeneratorTrainConfig:
             raise InvTransferError("config keys 'resume' and 'overwrite' cannot both be true.")
         if self.resume and not self.name:
             raise InvTransferError("config key 'resume=true' needs 'name' (the run directory under out_dir).")
+        check_run_name(self.name)
 
 
 # Keys that may differ between a run and its resumption ('iterations': a run can be extended,
 # since the schedule depends on the iteration only).
 _RESUME_FREE = ("resume", "overwrite", "quiet", "device", "compile", "checkpoint_every", "sample_every",
-                "log_every", "iterations", "data.data_root", "data.cache_dir", "data.strict_checksums")
+                "log_every", "iterations", "data.data_root", "data.cache_dir", "data.strict_checksums",
+                "name", "out_dir")  # where the run lives: auto-named and moved runs must resume
 
 
 def learning_rate(cfg: GeneratorTrainConfig, iteration: int) -> float:
@@ -274,11 +299,9 @@ def write_sample_grid(path: str, gen: MunitGenerator, ds: LTDataset, n_styles: i
     images, _ = grid_sources(ds)
     scale = max(1, 64 // images.shape[1])
     grid = sample_grid(gen, images, grid_styles(gen.style_dim, n_styles, seed), amp_dtype, scale=scale)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".tmp-{os.path.basename(path)}")
-    plt.imsave(tmp, grid, format="png")
-    os.replace(tmp, path)  # readers never see half a PNG
+    buf = io.BytesIO()
+    plt.imsave(buf, grid, format="png")
+    datasets.atomic_write_bytes(path, buf.getvalue())  # readers never see half a PNG; a full disk is named
     return path
 
 
@@ -291,19 +314,28 @@ class GeneratorRun:
 
     def __init__(self, cfg: GeneratorTrainConfig):
         self.cfg = cfg
-        self.device = resolve_device(cfg.device)
-        self.amp_dtype = autocast_dtype(cfg.amp, self.device)
-        self.ds: LTDataset = datasets.build_dataset(cfg.data)
-        self.arch = cfg.arch.resolve(self.ds.image_shape, self.ds.name)
-        n = len(self.ds.y_train)
-        if cfg.batch_size > n:
-            raise InvTransferError(f"config key 'batch_size'={cfg.batch_size} is larger than the "
-                                   f"{n} training images of dataset {self.ds.name!r}; use batch_size <= {n}.")
-        # Store the resolved dataset options and architecture so the run can be rebuilt exactly.
-        self.cfg_dict = to_dict(cfg)
-        self.cfg_dict["data"] = self.ds.config
-        self.cfg_dict["arch"] = to_dict(self.arch)
-        self.run_dir = self._prepare_run_dir()
+        # torchrun's variables (if any) decide the process group and this process's device.
+        self.dist, self.device = distributed.from_env(resolve_device(cfg.device))
+        try:
+            self.amp_dtype = autocast_dtype(cfg.amp, self.device)
+            # Process 0 builds (and caches) the dataset first; the others then read the cache.
+            built: dict = {}
+            self.dist.on_main(lambda: built.setdefault("ds", datasets.build_dataset(cfg.data)) and None)
+            self.ds: LTDataset = built["ds"] if self.dist.is_main else datasets.build_dataset(cfg.data)
+            self.arch = cfg.arch.resolve(self.ds.image_shape, self.ds.name)
+            n = len(self.ds.y_train)
+            if cfg.batch_size > n:
+                raise InvTransferError(f"config key 'batch_size'={cfg.batch_size} is larger than the "
+                                       f"{n} training images of dataset {self.ds.name!r}; use batch_size <= {n}.")
+            self.dist.check_batch_size(cfg.batch_size, "batch_size")
+            # Store the resolved dataset options and architecture so the run can be rebuilt exactly.
+            self.cfg_dict = to_dict(cfg)
+            self.cfg_dict["data"] = self.ds.config
+            self.cfg_dict["arch"] = to_dict(self.arch)
+            self.run_dir = self.dist.on_main(self._prepare_run_dir)
+        except BaseException:
+            self.dist.close()
+            raise
 
     # ----------------------------------------------------------------- run directory
     def _prepare_run_dir(self) -> str:
@@ -311,6 +343,8 @@ class GeneratorRun:
         name = cfg.name or "__".join([self.ds.name, "munit", f"s{cfg.seed}", time.strftime("%Y%m%d-%H%M%S")])
         run_dir = os.path.join(cfg.out_dir, name)
         if os.path.exists(run_dir):
+            if cfg.resume or cfg.overwrite:
+                RunLock.check_free(run_dir)  # never resume or delete a run another process is writing
             if cfg.resume:
                 return run_dir
             if cfg.overwrite:
@@ -352,14 +386,20 @@ class GeneratorRun:
 
     # ----------------------------------------------------------------- one iteration
     def batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both streams' images in [-1, 1], concatenated ``(2B, C, H, W)``, and their indices."""
+        """Both streams' images in [-1, 1], concatenated ``(2B, C, H, W)``, and their indices.
+
+        With several processes: this process's rows of each stream (``2B / W`` images).
+        """
         cfg = self.cfg
+        start, stop = self.dist.shard(cfg.batch_size)
         xs, idxs = [], []
         for stream in (STREAM_A, STREAM_B):
             idx, g = stream_indices(self.weights, cfg.batch_size, cfg.seed, iteration, stream)
-            x = self.x_train[idx.to(self.device)]
-            if cfg.flip:
-                x = batches.random_flip(x, g)
+            flip = torch.rand(cfg.batch_size, generator=g) < 0.5 if cfg.flip else None  # the global draws
+            idx = idx[start:stop]
+            x = self.x_train[batches.to_device(idx, self.device)]
+            if flip is not None:
+                x = batches.flip_where(x, flip[start:stop])
             xs.append(x)
             idxs.append(idx)
         x = to_unit_range(torch.cat(xs))
@@ -406,10 +446,16 @@ class GeneratorRun:
         """One discriminator step then one generator step; returns the detached loss terms."""
         x, _ = self.batch(iteration)
         g = batches.step_generator(self.cfg.seed, iteration, 0, stream=STREAM_STYLE)
-        styles = torch.randn(2, x.shape[0], self.arch.style_dim, generator=g).to(self.device)
+        b = self.cfg.batch_size
+        styles = torch.randn(2, 2 * b, self.arch.style_dim, generator=g)  # the global batch's styles
+        if self.dist.enabled:  # this process's rows of stream A, then of stream B
+            start, stop = self.dist.shard(b)
+            styles = torch.cat([styles[:, start:stop], styles[:, b + start:b + stop]], 1)
+        styles = batches.to_device(styles, self.device)
         d_loss = self.d_losses(x, styles[0])
         self.opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
+        distributed.average_gradients(list(self.disc.parameters()), self.dist)
         self.opt_d.step()
         # The generator step needs gradients through D's input, not for D's weights.
         self.disc.requires_grad_(False)
@@ -417,6 +463,7 @@ class GeneratorRun:
             terms = self.g_losses(x, styles[1])
             self.opt_g.zero_grad(set_to_none=True)
             terms["loss_g"].backward()
+            distributed.average_gradients(list(self.gen.parameters()), self.dist)
             self.opt_g.step()
         finally:
             self.disc.requires_grad_(True)
@@ -433,7 +480,8 @@ class GeneratorRun:
                 "dataset": _dataset_meta(self.ds)}
 
     def save_state(self, iteration: int, running: dict) -> None:
-        atomic_save(self._state(iteration, running), self.path("state.pt"))
+        if self.dist.is_main:  # the processes' states are identical; process 0 writes
+            atomic_save(self._state(iteration, running), self.path("state.pt"))
 
     def _restore(self) -> tuple[int, dict]:
         ck = load_checkpoint(self.path("state.pt"), "generator")
@@ -465,7 +513,7 @@ class GeneratorRun:
         if not os.path.isfile(path):
             return
         with open(path, encoding="utf-8") as fh:
-            lines = [ln for ln in fh if ln.strip() and json.loads(ln)["iteration"] <= iteration]
+            lines = log_lines_upto(fh, "iteration", iteration)
         datasets.atomic_write_bytes(path, "".join(lines).encode())
 
     # ----------------------------------------------------------------- the loop
@@ -475,13 +523,15 @@ class GeneratorRun:
         t_start = time.time()
         self._setup()
         iteration, running = 0, {}
+        main = self.dist.is_main
         if cfg.resume:
             iteration, running = self._restore()
-            self._truncate_log(iteration)
-        else:
+            if main:
+                self._truncate_log(iteration)
+        elif main:
             datasets.atomic_write_bytes(self.path("config.yaml"), dump_yaml(self.cfg_dict).encode())
         bar = None
-        if not cfg.quiet and iteration < cfg.iterations:
+        if main and not cfg.quiet and iteration < cfg.iterations:
             from tqdm import tqdm
             bar = tqdm(total=cfg.iterations, initial=iteration, desc="munit", dynamic_ncols=True, file=sys.stderr)
         self.gen.train()
@@ -494,7 +544,18 @@ class GeneratorRun:
                         group["lr"] = lr
                 t0 = time.time()
                 terms = self.train_step(iteration)
-                values = torch.stack([terms[k].float() for k in terms]).cpu()  # one sync per iteration
+                values = torch.stack([terms[k].float() for k in terms])
+                if self.dist.enabled:  # the mean over processes; all stop when any process got a signal
+                    packed = torch.cat([values.double(), values.new_tensor([float(signals.signum or 0)],
+                                                                           dtype=torch.float64)])
+                    *sums, signum = self.dist.gather_stats(packed)
+                    values = torch.tensor(sums, dtype=torch.float64) / self.dist.world_size
+                    if signum:
+                        signals.signum = int(signum)
+                    stop = bool(signum)  # agreed: a signal arriving after the exchange counts next time
+                else:
+                    stop = signals.stop
+                values = values.cpu()  # one sync per iteration
                 if not bool(torch.isfinite(values).all()):
                     bad = [k for k, v in zip(terms, values.tolist()) if not math.isfinite(v)]
                     raise InvTransferError(
@@ -508,17 +569,19 @@ class GeneratorRun:
                 if bar is not None:
                     bar.update(1)
                 if iteration % cfg.log_every == 0 or iteration == cfg.iterations:
-                    self._log(iteration, lr, running, bar)
+                    if main:
+                        self._log(iteration, lr, running, bar)
                     running = {}
-                if iteration % cfg.sample_every == 0:
+                if main and iteration % cfg.sample_every == 0:
                     write_sample_grid(self.path(f"samples_{iteration:07d}.png"), self.gen, self.ds, seed=cfg.seed,
                                       amp_dtype=self.amp_dtype)
                 saved = iteration % cfg.checkpoint_every == 0 or iteration == cfg.iterations
                 if saved:
                     self.save_state(iteration, running)
-                if signals.stop:
+                if stop:
                     if not saved:
                         self.save_state(iteration, running)
+                    self.dist.barrier()
                     if bar is not None:
                         bar.close()
                     raise TrainingInterrupted(
@@ -549,6 +612,10 @@ class GeneratorRun:
                   f"{record['images_per_s']:.1f} img/s", flush=True)
 
     def _finish(self, iteration: int, wall_time: float) -> dict:
+        """Outputs, by process 0; every process returns the summary."""
+        return self.dist.on_main(lambda: self._write_outputs(iteration, wall_time))
+
+    def _write_outputs(self, iteration: int, wall_time: float) -> dict:
         cfg = self.cfg
         atomic_save({"format": "invtransfer/generator", "state": "weights", "config": self.cfg_dict,
                      "arch": to_dict(self.arch), "generator": self.gen.state_dict(),
@@ -567,7 +634,16 @@ class GeneratorRun:
 
 def train(cfg: GeneratorTrainConfig) -> dict:
     """Run (or resume) one MUNIT training; returns ``summary.json``'s content."""
-    return GeneratorRun(cfg).run()
+    run = GeneratorRun(cfg)
+    ok = False
+    try:
+        # Process 0 writes the run directory; the lock keeps any other process out while it does.
+        with RunLock(run.run_dir) if run.dist.is_main else contextlib.nullcontext():
+            summary = run.run()
+        ok = True
+        return summary
+    finally:
+        run.dist.close(wait=ok)  # after the others only when all succeeded (a failed one never arrives)
 
 
 # --------------------------------------------------------------------------------------------
@@ -598,7 +674,7 @@ def load_generator(path: str, device: str | torch.device = "cpu") -> tuple[Munit
         gen.load_state_dict(ck["generator"])
         meta = dict(ck["dataset"], arch=ck["arch"], config=ck.get("config"), iteration=int(ck["iteration"]),
                     images_seen=int(ck["images_seen"]), path=path)
-    except (KeyError, TypeError, RuntimeError, AttributeError) as e:
+    except (KeyError, TypeError, RuntimeError, AttributeError, ValueError, IndexError) as e:
         raise InvTransferError(f"checkpoint {path} does not hold a consistent generator ({type(e).__name__}: "
                                f"{str(e).splitlines()[0][:200] if str(e) else ''}).") from None
     gen.to(device).eval().requires_grad_(False)
@@ -620,6 +696,8 @@ class NuisanceSampler:
     pixels ``p`` in [0, 1]) to [-1, 1], encodes its content, decodes with ``s ~ N(0, I)`` drawn from
     ``generator`` (all styles in one draw, so chunking never changes the result) and returns the
     result in the same normalisation, on ``x``'s device, float32, without gradient history.
+    ``sampler(x, mean, std, styles=s)`` takes the (N, style_dim) styles instead (GIT draws those
+    of a whole global batch and gives each process its rows).
     """
 
     def __init__(self, generator: MunitGenerator, *, chunk_size: int = 1024, amp: str = "auto") -> None:
@@ -629,6 +707,7 @@ class NuisanceSampler:
         self.chunk_size = chunk_size
         self.device = next(generator.parameters()).device
         self.amp_dtype = autocast_dtype(amp, self.device)
+        self._stats: dict = {}  # (mean, std) -> device tensors, made once (no host copy per call)
 
     @classmethod
     def from_path(cls, path: str, device: str | torch.device = "cpu", **kw) -> "NuisanceSampler":
@@ -636,7 +715,7 @@ class NuisanceSampler:
         return cls(load_generator(path, device)[0], **kw)
 
     def __call__(self, x_normalised: torch.Tensor, mean: Sequence[float], std: Sequence[float],
-                 generator: torch.Generator) -> torch.Tensor:
+                 generator: torch.Generator | None = None, *, styles: torch.Tensor | None = None) -> torch.Tensor:
         a = self.gen.arch
         want = (a.channels, a.image_size, a.image_size)
         if not isinstance(x_normalised, torch.Tensor) or x_normalised.dim() != 4 \
@@ -648,10 +727,19 @@ class NuisanceSampler:
             raise InvTransferError(f"normalisation mean/std have {len(mean)}/{len(std)} entries; the generator's "
                                    f"images have {a.channels} channel(s).")
         out_device = x_normalised.device
-        m = torch.tensor(list(mean), dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        s = torch.tensor(list(std), dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        styles = torch.randn(x_normalised.shape[0], a.style_dim, generator=generator,
-                             device=generator.device).to(self.device)
+        key = (tuple(float(v) for v in mean), tuple(float(v) for v in std))
+        if key not in self._stats:
+            self._stats[key] = tuple(torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1).to(self.device)
+                                     for v in key)
+        m, s = self._stats[key]
+        if styles is None:
+            if generator is None:
+                raise InvTransferError("the nuisance sampler needs a generator or the styles.")
+            styles = torch.randn(x_normalised.shape[0], a.style_dim, generator=generator, device=generator.device)
+        elif tuple(styles.shape) != (x_normalised.shape[0], a.style_dim):
+            raise InvTransferError(f"styles have shape {tuple(styles.shape)}; expected "
+                                   f"{(x_normalised.shape[0], a.style_dim)}.")
+        styles = batches.to_device(styles, self.device)
         outs = []
         with torch.inference_mode():
             for i in range(0, x_normalised.shape[0], self.chunk_size):

@@ -71,6 +71,9 @@ class LongTailLoss(nn.Module):
 
     name: str = ""
     needs_cosine_head: bool = False
+    # With a class weight, the batch is reduced by the weighted mean sum(w_i l_i) / sum(w_i)
+    # (False: a plain mean, as focal's); multi-process training needs to know which.
+    weighted_mean: bool = True
 
     def __init__(self, class_counts: Sequence[int], *, allow_zero_counts: bool = True) -> None:
         super().__init__()
@@ -122,6 +125,7 @@ class FocalLoss(LongTailLoss):
     """
 
     name = "focal"
+    weighted_mean = False
 
     def __init__(self, class_counts: Sequence[int], gamma: float = 1.0) -> None:
         if gamma < 0:

@@ -1,0 +1,98 @@
+"""Helpers shared by the benchmarks: data (real or synthetic of the same shape), statistics, profiles.
+
+Benchmarks run pipelines side by side in one process, alternating blocks of work, so a load
+change on a shared machine hits all of them alike; they report min / median / max over the
+repeats and the ratio of each pair of interest, computed per repeat.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from invtransfer.data import datasets, longtail
+from invtransfer.errors import InvTransferError
+
+
+def spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def ratios(a: list[float], b: list[float]) -> dict:
+    """Per-repeat ratios a / b (the pipelines of one repeat ran back to back)."""
+    return spread([x / y for x, y in zip(a, b)])
+
+
+def fmt(v: dict, unit: str = "") -> str:
+    return f"median {v['median']:9.3f}{unit}  min {v['min']:9.3f}  max {v['max']:9.3f}"
+
+
+def machine() -> dict:
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "cpus": os.cpu_count(),
+            "machine": platform.processor() or platform.machine(), "load_average": os.getloadavg()[0],
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def synthetic_cifar10_lt(folder: str) -> str:
+    """A generic npz with CIFAR-10-LT's shape: 10 classes of 32x32 RGB, exactly the LT class sizes.
+
+    Class c holds ``int(5000 * 0.01 ** (c / 9))`` training images plus the 20 the preset holds out
+    for validation, and 100 test images; pixels are uniform noise (the benchmarks time
+    throughput, not learning).
+    """
+    path = os.path.join(folder, "synthetic_cifar10_lt.npz")
+    if os.path.isfile(path):
+        return path
+    rng = np.random.default_rng(0)
+    sizes = [n + 20 for n in longtail.exponential_profile(5000, 10, 100.0)]
+    y_train = np.repeat(np.arange(10), sizes)
+    y_test = np.repeat(np.arange(10), 100)
+    np.savez(path, x_train=rng.integers(0, 256, (len(y_train), 32, 32, 3), dtype=np.uint8), y_train=y_train,
+             x_test=rng.integers(0, 256, (len(y_test), 32, 32, 3), dtype=np.uint8), y_test=y_test)
+    return path
+
+
+def cifar10_lt_overrides(kind: str, folder: str) -> tuple[list[str], str]:
+    """Dataset overrides for CIFAR-10-LT: the real files (data roots as usual) when ``kind`` is
+    ``real``, or when it is ``auto`` and they are found; else synthetic data of the same shape."""
+    if kind in ("auto", "real"):
+        try:
+            datasets.build_dataset(datasets.DatasetConfig(name="cifar10-lt"))
+            return [], "real CIFAR-10-LT"
+        except InvTransferError as e:
+            if kind == "real":
+                raise
+            print(f"(real CIFAR-10 not found, using synthetic data of its shape: {str(e).splitlines()[0][:120]})")
+    path = synthetic_cifar10_lt(folder)
+    return ["data.source=npz", f"data.npz_file={path}"], "synthetic CIFAR-10-LT (noise, same shape and class sizes)"
+
+
+def profile_table(fn: Callable[[], None], steps: int = 2, rows: int = 15) -> str:
+    """torch.profiler's table of the top ops (self CPU time) over ``steps`` calls of ``fn``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=acts) as prof:
+        for _ in range(steps):
+            fn()
+    key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def emit(out: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(out))

@@ -1,0 +1,80 @@
+"""The experiment driver dispatching a tiny sweep through submitit's local executor."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import make_images, tiny_data_overrides
+from invtransfer.config import dump_yaml, from_dict, to_dict
+from invtransfer.train import classifier, generator
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
+import protocols  # noqa: E402
+
+pytest.importorskip("submitit")
+
+
+def write_configs(tmp_path):
+    x, y = make_images(30, size=16, seed=1)
+    xt, yt = make_images(5, size=16, seed=2)
+    npz = tmp_path / "tiny16.npz"
+    np.savez(npz, x_train=x, y_train=y, x_test=xt, y_test=yt)
+    data = tiny_data_overrides(npz, counts=[24, 12, 6, 3])
+    cls = {"data": data, "model": "resnet20", "augment": "none", "rule": "drs", "eval_batch_size": 64,
+           "optim": {"epochs": 2, "batch_size": 16, "warmup_epochs": 0, "decay1_epoch": 0, "decay2_epoch": 1}}
+    gen = {"data": data, "arch": {"width": 8, "n_res": 1, "mlp_dim": 16, "disc_width": 8}, "iterations": 2,
+           "batch_size": 4, "sample_every": 100}
+    (tmp_path / "cls.yaml").write_text(dump_yaml(to_dict(from_dict(classifier.TrainConfig, cls))))
+    (tmp_path / "gen.yaml").write_text(dump_yaml(to_dict(from_dict(generator.GeneratorTrainConfig, gen))))
+    return str(tmp_path / "cls.yaml"), str(tmp_path / "gen.yaml")
+
+
+def test_local_executor_runs_a_sweep_then_skips_it(tmp_path, capsys):
+    cls, gen = write_configs(tmp_path)
+    out = str(tmp_path / "sweep")
+    jobs = [protocols.Job("generator", "gen", ["train-generator", gen]),
+            protocols.Job("classifier", "plain", ["train", cls]),
+            protocols.Job("classifier", "git", ["train", cls, f"git.generator={os.path.join(out, 'gen')}"],
+                          needs="gen")]
+    exe = [sys.executable, "-m", "invtransfer"]
+    kw = {"executor": "local", "parallel": 2, "gpus_per_job": 0, "timeout_min": 10, "poll_s": 0.5, "report": False}
+    assert protocols.dispatch(jobs, out, exe, **kw) == 0
+    log = capsys.readouterr().out
+    assert all(os.path.isfile(os.path.join(out, name, f)) for name, f in
+               (("gen", "generator.pt"), ("plain", "results.json"), ("git", "results.json")))
+    # the GIT run waited for its generator (a later wave) and used it
+    assert log.index("[done] gen") < log.index("[submit] git")
+    git = json.loads(open(os.path.join(out, "git", "results.json")).read())
+    assert git["method"] == "CE+DRS+GIT"
+    assert os.path.isdir(os.path.join(out, "submitit"))  # the jobs' logs
+    mtimes = {n: os.path.getmtime(os.path.join(out, n)) for n in ("gen", "plain", "git")}
+
+    # a second invocation finds every result and submits nothing
+    assert protocols.dispatch(jobs, out, exe, **kw) == 0
+    log = capsys.readouterr().out
+    assert log.count("[skip]") == 3 and "[submit]" not in log
+    assert mtimes == {n: os.path.getmtime(os.path.join(out, n)) for n in ("gen", "plain", "git")}
+
+
+def test_failed_generator_blocks_its_git_runs(tmp_path, capsys):
+    cls, _ = write_configs(tmp_path)
+    out = str(tmp_path / "sweep")
+    jobs = [protocols.Job("generator", "gen", ["train-generator", "no_such_config.yaml"]),
+            protocols.Job("classifier", "git", ["train", cls, f"git.generator={os.path.join(out, 'gen')}"],
+                          needs="gen")]
+    rc = protocols.dispatch(jobs, out, [sys.executable, "-m", "invtransfer"], executor="local", parallel=2,
+                            gpus_per_job=0, timeout_min=5, poll_s=0.5, report=False)
+    log = capsys.readouterr().out
+    assert rc == 1 and "[fail] gen" in log and "[fail] git: its generator gen did not finish" in log
+    assert not os.path.exists(os.path.join(out, "git"))
+
+
+def test_without_submitit_the_driver_runs_sequentially(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit -> ImportError
+    calls = []
+    monkeypatch.setattr(protocols, "run_jobs", lambda jobs, out, exe, dry: calls.append(len(jobs)) or 0)
+    assert protocols.main(["cifar", "--methods", "ce", "ce_drs", "--out", str(tmp_path), "--jobs", "4"]) == 0
+    assert calls == [2] and "submitit is not installed" in capsys.readouterr().out
