@@ -190,7 +190,10 @@ def test_two_processes_match_one_process(setup):
     sync_dir = tmp / "runs" / "ddp_sync"
     sync = weights(sync_dir)
     diff_sync = max_diff(ref, sync, buffers=False)
-    assert diff_sync < 1e-4, diff_sync
+    # float32 sums in another order (gloo's gradient all-reduce, SyncBN's gathered statistics)
+    # differ by ~1e-7 relative per step and SGD at lr 0.1 amplifies that over the run's steps:
+    # seen 3e-5 to 3.2e-4 across machines; per-process BN (below) is another function, ~1e-2.
+    assert diff_sync < 2e-3, diff_sync
     for k in ref:  # running statistics (activations up to ~10): the same to 1e-3 relative
         if "running" in k:
             assert torch.allclose(sync[k], ref[k], rtol=1e-3, atol=1e-4), k
