@@ -189,3 +189,25 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def prepare_run_dir(out_dir: str, name: str, resume: bool, overwrite: bool) -> str:
+    """``out_dir/name`` ready for a run: reused only with ``resume``, replaced only with
+    ``overwrite``, and never while another process holds its lock."""
+    import shutil
+
+    run_dir = os.path.join(out_dir, name)
+    if os.path.exists(run_dir):
+        if resume or overwrite:
+            RunLock.check_free(run_dir)  # never resume or delete a run another process is writing
+        if resume:
+            return run_dir
+        if overwrite:
+            shutil.rmtree(run_dir)
+        else:
+            raise InvTransferError(f"run directory {run_dir} already exists; pass resume=true to continue it "
+                                   f"or overwrite=true to replace it (or choose another name=...).")
+    elif resume:
+        raise InvTransferError(f"resume=true but run directory {run_dir} does not exist.")
+    os.makedirs(run_dir)
+    return run_dir

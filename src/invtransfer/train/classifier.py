@@ -40,7 +40,6 @@ import csv
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -58,6 +57,7 @@ from invtransfer.errors import InvTransferError
 from invtransfer.metrics.accuracy import classification_metrics
 from invtransfer.models.resnet_cifar import MODELS, build_model
 from invtransfer.train import distributed, losses
+from invtransfer.fileio import prepare_run_dir
 from invtransfer.train.checkpoint import (
     RunLock,
     StopSignals,
@@ -337,21 +337,7 @@ class ClassifierRun:
         cfg = self.cfg
         name = cfg.name or "__".join([self.ds.name, self.method.replace("+", "-"), f"s{cfg.seed}",
                                       time.strftime("%Y%m%d-%H%M%S")])
-        run_dir = os.path.join(cfg.out_dir, name)
-        if os.path.exists(run_dir):
-            if cfg.resume or cfg.overwrite:
-                RunLock.check_free(run_dir)  # never resume or delete a run another process is writing
-            if cfg.resume:
-                return run_dir
-            if cfg.overwrite:
-                shutil.rmtree(run_dir)
-            else:
-                raise InvTransferError(f"run directory {run_dir} already exists; pass resume=true to continue it "
-                                       f"or overwrite=true to replace it (or choose another name=...).")
-        elif cfg.resume:
-            raise InvTransferError(f"resume=true but run directory {run_dir} does not exist.")
-        os.makedirs(run_dir)
-        return run_dir
+        return prepare_run_dir(cfg.out_dir, name, cfg.resume, cfg.overwrite)
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.run_dir, *parts)
