@@ -822,7 +822,7 @@ def load_classifier(path: str, device: str | torch.device = "cpu") -> tuple[torc
         cosine = cfg.cosine_head if cfg.cosine_head is not None else cfg.loss.name == "ldam"
         model = build_model(cfg.model, len(meta["class_names"]), in_channels=c, cosine_head=cosine)
         model.load_state_dict(weights)
-        meta = dict(meta, config=ck["config"], path=path, selected_weights=ck.get("selected_weights"))
+        meta = dict(meta, config=to_dict(cfg), path=path, selected_weights=ck.get("selected_weights"))
         _check_dataset_meta(meta, c)
     except (KeyError, TypeError, RuntimeError, ValueError, IndexError, AttributeError) as e:
         raise InvTransferError(f"checkpoint {path} does not hold a consistent classifier ({type(e).__name__}: "
