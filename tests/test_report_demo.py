@@ -39,6 +39,41 @@ def test_report_groups_seeds_and_shows_published(tmp_path):
     assert (tmp_path / "rep" / "per_class_accuracy_cifar10-lt.png").is_file()
 
 
+def fake_invariance(path, eklds, sizes, rho):
+    (path / "invariance.json").write_text(json.dumps({
+        "transform": "dil", "draws": 10, "images_per_class": 5, "spearman_rho": rho, "spearman_p": 0.01,
+        "mean_ekld_smallest_third": float(np.mean(eklds[-1:])),
+        "per_class": [{"class": i, "class_size": n, "ekld": e, "consistency": 0.9}
+                      for i, (n, e) in enumerate(zip(sizes, eklds))]}))
+
+
+def test_report_shows_invariance_spread_and_generator_samples(tmp_path):
+    runs = tmp_path / "runs"
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    (gen / "samples_final.png").write_bytes(b"\x89PNG fake grid")
+    for inst, (rho, small) in enumerate([(-0.5, 0.3), (-0.7, 0.5)]):
+        fake_run(runs / f"git{inst}", "CE+DRS+GIT", 0, 20.0 + inst, dataset="fmnist-dil-lt")
+        r = json.loads((runs / f"git{inst}" / "results.json").read_text())
+        r.update(instance=inst, config={"git": {"generator": str(gen)}})
+        (runs / f"git{inst}" / "results.json").write_text(json.dumps(r))
+        fake_invariance(runs / f"git{inst}", [0.1, small], [100, 10], rho)
+    fake_run(runs / "plain", "CE+DRS", 0, 25.0, dataset="fmnist-dil-lt")
+    fake_invariance(runs / "plain", [0.1, 0.9], [100, 10], -1.0)
+    rows = {r["method"]: r for r in summary_rows(find_results([str(runs)]))}
+    assert rows["CE+DRS+GIT"]["mean_ekld_smallest_third"][:2] == pytest.approx((0.4, 0.1))
+    assert rows["CE+DRS+GIT"]["spearman_rho"][:2] == pytest.approx((-0.6, 0.1))
+    assert cli.main(["report", str(runs), "--out", str(tmp_path / "rep")]) == 0
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "| fmnist-dil-lt | CE+DRS+GIT | 2 (0 / 0,1) | 20.50 ± 0.50 |" in text
+    assert "0.40 ± 0.10 | -0.60 ± 0.10 |" in text  # eKLD of the smallest third, Spearman
+    # every run in its own row (the spread), with its transform and draws
+    assert "| CE+DRS+GIT | 0 | 1 | 21.00 | 79.00 | 0.5000 | -0.70 | dil, 10 |" in text
+    assert (tmp_path / "rep" / "ekld_vs_class_size_fmnist-dil-lt_dil.png").stat().st_size > 1000
+    grid = tmp_path / "rep" / "generator_samples_0_gen.png"
+    assert grid.read_bytes() == b"\x89PNG fake grid" and grid.name in text
+
+
 def test_report_bad_input(tmp_path):
     with pytest.raises(InvTransferError, match="no results.json"):
         find_results([str(tmp_path)])

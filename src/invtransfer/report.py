@@ -4,9 +4,13 @@
 that holds several runs is searched recursively), groups runs that share dataset preset and
 method (seeds and dataset instances are the repeats), and writes ``report.md`` with one row per
 group: mean ± standard error (n = number of runs) of test error, balanced accuracy and
-many/medium/few-shot accuracy, the mean eKLD of the smallest third of classes (from the run's
-``invariance.json``, written by ``invtransfer invariance``), the published number beside it where SPEC §6 has one, and a
-per-class accuracy against class size plot.
+many/medium/few-shot accuracy, the mean eKLD of the smallest third of classes and the Spearman
+correlation of per-class eKLD with class size (from the run's ``invariance.json``, written by
+``invtransfer invariance``), the published number beside it where SPEC §6 has one; then one row
+per run (the spread behind each mean), and per dataset a per-class accuracy against class size
+plot, an eKLD against class size plot (every run's classes as points, one colour per method, the
+line through the mean eKLD of each class size) and the sample grid of every generator a GIT run
+used.
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from collections import defaultdict
 
 import numpy as np
 
 from invtransfer.data.datasets import atomic_write_bytes
 from invtransfer.errors import InvTransferError
+from invtransfer.plots import plot_against_class_size
 
 #: Published top-1 errors (%), ResNet-32, rho = 100 (SPEC §6): (dataset, method) -> (error, source).
 PUBLISHED = {
@@ -101,6 +107,8 @@ def summary_rows(results: list[dict]) -> list[dict]:
             row[key] = mean_se([r.get(key) for r in runs])
         eklds = [r["invariance"]["mean_ekld_smallest_third"] for r in runs if r.get("invariance")]
         row["mean_ekld_smallest_third"] = mean_se(eklds) if eklds else None
+        rhos = [r["invariance"]["spearman_rho"] for r in runs if r.get("invariance")]
+        row["spearman_rho"] = mean_se(rhos) if rhos else None
         row["published"] = PUBLISHED.get((dataset, method))
         rows.append(row)
     return rows
@@ -110,7 +118,7 @@ def markdown_table(rows: list[dict]) -> str:
     with_ekld = any(r["mean_ekld_smallest_third"] is not None for r in rows)
     head = ["dataset", "method", "runs (seeds / instances)"] + [h for _, h in COLUMNS]
     if with_ekld:
-        head.append("eKLD smallest third")
+        head += ["eKLD smallest third", "Spearman ρ (eKLD, size)"]
     head.append("published error %")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -118,33 +126,107 @@ def markdown_table(rows: list[dict]) -> str:
                                             f"{','.join(map(str, r['instances']))})"]
         cells += [_fmt(r[k]) for k, _ in COLUMNS]
         if with_ekld:
-            cells.append(_fmt(r["mean_ekld_smallest_third"]) if r["mean_ekld_smallest_third"] else "-")
+            cells += [_fmt(r[k]) if r[k] else "-" for k in ("mean_ekld_smallest_third", "spearman_rho")]
         cells.append(f"{r['published'][0]:.2f} ({r['published'][1]})" if r["published"] else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
+def run_table(results: list[dict], out_dir: str) -> str:
+    """One row per run: the values behind each mean of the summary table."""
+    with_ekld = any(r.get("invariance") for r in results)
+    head = ["run", "method", "seed", "instance", "error %", "bal. acc %"]
+    if with_ekld:
+        head += ["eKLD smallest third", "Spearman ρ", "transform, draws"]
+    head += ["selected weights", "wall time"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in sorted(results, key=lambda r: (r["dataset"], r["method"], r.get("instance", 0), r["seed"])):
+        cells = [f"`{os.path.relpath(r['_path'], out_dir)}`", r["method"], str(r["seed"]), str(r.get("instance", 0)),
+                 f"{r['test_error']:.2f}", f"{r['test_balanced_accuracy']:.2f}"]
+        if with_ekld:
+            inv = r.get("invariance")
+            cells += ([f"{inv['mean_ekld_smallest_third']:.4f}",
+                       "-" if inv["spearman_rho"] is None else f"{inv['spearman_rho']:+.2f}",
+                       f"{inv['transform']}, {inv['draws']}"] if inv else ["-", "-", "-"])
+        sel = r["selected_weights"]
+        cells += [f"{sel['which']} (epoch {sel['epoch']})", f"{r['wall_time_s'] / 60:.1f} min on {r['device']}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _series_by_method(runs: list[dict], points, extra=lambda runs: "") -> dict[str, list]:
+    """Label ``method (n runs[extra])`` -> the points of all its runs."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in runs:
+        groups[r["method"]].append(r)
+    return {f"{m} ({len(rs)} run{'s' if len(rs) > 1 else ''}{extra(rs)})": [p for r in rs for p in points(r)]
+            for m, rs in sorted(groups.items())}
+
+
+def plot_ekld_groups(runs: list[dict], path: str, title: str) -> None:
+    """Per-class eKLD against class size of many runs: points per class, a mean line per method."""
+    def rho(rs: list[dict]) -> str:
+        stat = mean_se([r["invariance"]["spearman_rho"] for r in rs])
+        return f", Spearman {stat[0]:+.2f}" if stat else ""
+
+    series = _series_by_method(runs, lambda r: [(p["class_size"], p["ekld"]) for p in r["invariance"]["per_class"]],
+                               rho)
+    inv = runs[0]["invariance"]
+    plot_against_class_size(series, path, ylabel="eKLD (nats)", mean_line=True,
+                            title=f"{title} ({inv['transform']}, {inv['draws']} draws)")
+
+
+def plot_accuracy_groups(runs: list[dict], path: str, title: str) -> None:
+    """Per-class test accuracy against class size of many runs: points, a mean line per method."""
+    series = _series_by_method(runs, lambda r: list(zip(r["train_class_counts"], r["per_class_accuracy"])))
+    plot_against_class_size(series, path, ylabel="test accuracy (%)", mean_line=True,
+                            title=f"{title}: per-class accuracy")
+
+
+def generator_grids(results: list[dict]) -> dict[str, str]:
+    """Generator run directory -> its final sample grid, for every generator a GIT run used."""
+    grids = {}
+    for r in results:
+        gen = ((r.get("config") or {}).get("git") or {}).get("generator")
+        if not gen:
+            continue
+        gen_dir = gen if os.path.isdir(gen) else os.path.dirname(gen)
+        png = os.path.join(gen_dir, "samples_final.png")
+        if os.path.isfile(png):
+            grids[os.path.normpath(gen_dir)] = png
+    return dict(sorted(grids.items()))
+
+
 def write_report(paths: list[str], out_dir: str, title: str = "invtransfer report") -> str:
     """Write ``out_dir/report.md`` (+ plots) for the runs under ``paths``; returns its path."""
-    from invtransfer.train.classifier import plot_per_class_accuracy
-
     results = find_results(paths)
     os.makedirs(out_dir, exist_ok=True)
     rows = summary_rows(results)
     parts = [f"# {title}\n", "Mean ± standard error over runs (seeds and dataset instances) sharing dataset "
-             "and method; test metrics of the selected weights (see each run's results.json).\n",
-             markdown_table(rows)]
+             "and method; test metrics of the selected weights (see each run's results.json). eKLD: "
+             "`invtransfer invariance` of each run (its invariance.json), smallest third of classes by "
+             "training size; Spearman ρ: rank correlation of per-class eKLD with class size.\n\n",
+             markdown_table(rows), "\nEvery run:\n\n", run_table(results, out_dir)]
     by_dataset: dict[str, list[dict]] = defaultdict(list)
     for r in results:
         by_dataset[r["dataset"]].append(r)
     for dataset, runs in sorted(by_dataset.items()):
         png = f"per_class_accuracy_{dataset}.png"
-        plot_per_class_accuracy(runs, os.path.join(out_dir, png))
+        plot_accuracy_groups(runs, os.path.join(out_dir, png), dataset)
         parts.append(f"\n![per-class accuracy on {dataset}]({png})\n")
-    parts.append("\nRuns:\n\n" + "\n".join(
-        f"- `{os.path.relpath(r['_path'], out_dir)}`: {r['method']} seed {r['seed']}, "
-        f"{r['selected_weights']['which']} weights (epoch {r['selected_weights']['epoch']}), "
-        f"{r['wall_time_s'] / 60:.1f} min on {r['device']}" for r in results) + "\n")
+        with_inv = [r for r in runs if r.get("invariance")]
+        for transform in sorted({r["invariance"]["transform"] for r in with_inv}):
+            group = [r for r in with_inv if r["invariance"]["transform"] == transform]
+            png = f"ekld_vs_class_size_{dataset}_{transform.replace(':', '_').replace(os.sep, '_')}.png"
+            plot_ekld_groups(group, os.path.join(out_dir, png), dataset)
+            parts.append(f"\n![eKLD against class size on {dataset}, {transform}]({png})\n")
+    grids = generator_grids(results)
+    if grids:
+        parts.append("\nGenerators used by GIT runs (per row: a held-out image, its reconstruction, random styles):\n")
+        for i, (gen_dir, png) in enumerate(grids.items()):
+            name = f"generator_samples_{i}_{os.path.basename(gen_dir)}.png"
+            shutil.copyfile(png, os.path.join(out_dir, name))
+            parts.append(f"\n`{gen_dir}`:\n\n![samples of {gen_dir}]({name})\n")
     path = os.path.join(out_dir, "report.md")
     atomic_write_bytes(path, "".join(parts).encode())
     return path

@@ -756,20 +756,11 @@ class ClassifierRun:
 
 def plot_per_class_accuracy(results: list[dict], path: str) -> None:
     """Per-class test accuracy against training class size (log x), one series per result."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from invtransfer.plots import plot_against_class_size
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for r in results:
-        pts = [(n, a) for n, a in zip(r["train_class_counts"], r["per_class_accuracy"]) if a is not None]
-        ax.scatter(*zip(*pts), s=14, label=f"{r['method']} (s{r['seed']})", alpha=0.8)
-    ax.set(xscale="log", xlabel="training images in class", ylabel="test accuracy (%)",
-           title=f"{results[0]['dataset']}: per-class accuracy vs class size")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    plot_against_class_size({f"{r['method']} (s{r['seed']})": list(zip(r["train_class_counts"], r["per_class_accuracy"]))
+                             for r in results}, path, ylabel="test accuracy (%)",
+                            title=f"{results[0]['dataset']}: per-class accuracy vs class size")
 
 
 def train(cfg: TrainConfig) -> dict:
