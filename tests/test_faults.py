@@ -462,7 +462,7 @@ BAD_INPUT = {
     "resume-from-weights-only": (lambda t, w: with_checkpoint(
         t, w, "clf", "checkpoint.pt", lambda p, r: shutil.copy(r / "model.pt", p),
         lambda r: ["train", *w.train_args(t, name="clf", resume="true")]),
-        r"holds weights only, not a training state"),
+        r"holds weights only, not a full training state"),
     "resume-generator-checkpoint-as-classifier": (lambda t, w: with_checkpoint(
         t, w, "clf", "checkpoint.pt", lambda p, r: shutil.copy(w.gen / "state.pt", p),
         lambda r: ["train", *w.train_args(t, name="clf", resume="true")]),
@@ -480,7 +480,7 @@ BAD_INPUT = {
     "train-generator-resume-from-generator-pt": (lambda t, w: with_checkpoint(
         t, w, "gen", "state.pt", lambda p, r: shutil.copy(r / "generator.pt", p),
         lambda r: ["train-generator", *w.gen_args(t, resume="true")]),
-        r"state\.pt is not a full training state"),
+        r"state\.pt holds weights only, not a full training state"),
     "train-generator-existing-run-dir": (lambda t, w: with_checkpoint(
         t, w, "gen", "state.pt", lambda p, r: None, lambda r: ["train-generator", *w.gen_args(t)]),
         r"run directory .*gen already exists; pass resume=true"),

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -26,6 +27,7 @@ from typing import Any
 
 import torch
 
+from invtransfer.config import diff_configs, from_dict, to_dict
 from invtransfer.errors import InvTransferError
 from invtransfer.fileio import RunLock, check_run_name, fsync_dir, temp_file, write_error  # noqa: F401
 
@@ -151,6 +153,43 @@ class StopSignals:
     @property
     def stop(self) -> bool:
         return self.signum is not None
+
+
+def run_locked(run) -> dict:
+    """``run.run()`` of a classifier or generator run (with ``run_dir`` and ``dist``) under the
+    run directory's lock; the process group is left afterwards."""
+    ok = False
+    try:
+        # Process 0 writes the run directory; the lock keeps any other process out while it does.
+        with RunLock(run.run_dir) if run.dist.is_main else contextlib.nullcontext():
+            out = run.run()
+        ok = True
+        return out
+    finally:
+        run.dist.close(wait=ok)  # after the others only when all succeeded (a failed one never arrives)
+
+
+def check_resumable(ck: dict, path: str, config_cls: type, cfg_dict: dict, resume_free: tuple[str, ...],
+                    run_dir: str, fingerprint: str) -> None:
+    """Refuse to resume from ``ck`` (loaded from ``path``) unless it is a full training state of
+    the same config (keys starting with one of ``resume_free`` may differ) and dataset."""
+    if ck.get("state") != "full":
+        raise InvTransferError(f"{path} holds weights only, not a full training state (optimiser, position); "
+                               f"cannot resume from it.")
+    # Through the dataclass, so options added to the package since the run started compare at
+    # their defaults instead of blocking the resume.
+    try:
+        saved = to_dict(from_dict(config_cls, ck["config"]))
+    except InvTransferError:
+        saved = ck["config"]
+    differ = [k for k in diff_configs(saved, cfg_dict) if not k.startswith(resume_free)]
+    if differ:
+        raise InvTransferError(f"cannot resume {run_dir}: the config differs from the run's in "
+                               f"{', '.join(differ)}. Resume with the original values, or start a new run.")
+    if ck["dataset"]["fingerprint"] != fingerprint:
+        raise InvTransferError(f"cannot resume {run_dir}: its dataset fingerprint {ck['dataset']['fingerprint']} "
+                               f"differs from the rebuilt dataset's {fingerprint} (source files or build code "
+                               f"changed).")
 
 
 def log_lines_upto(lines, key: str, upto: int) -> list[str]:

@@ -35,7 +35,6 @@ run's final weights bit for bit on CPU.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import math
@@ -50,7 +49,7 @@ import numpy as np
 import torch
 
 import invtransfer
-from invtransfer.config import diff_configs, dump_yaml, from_dict, option, to_dict
+from invtransfer.config import dump_yaml, from_dict, option, to_dict
 from invtransfer.data import batches, datasets
 from invtransfer.data.datasets import DatasetConfig, LTDataset
 from invtransfer.errors import InvTransferError
@@ -59,13 +58,14 @@ from invtransfer.models.resnet_cifar import MODELS, build_model
 from invtransfer.train import distributed, losses
 from invtransfer.fileio import prepare_run_dir
 from invtransfer.train.checkpoint import (
-    RunLock,
     StopSignals,
     TrainingInterrupted,
     atomic_save,
+    check_resumable,
     check_run_name,
     load_checkpoint,
     log_lines_upto,
+    run_locked,
 )
 
 RULES = ("erm", "resample", "reweight", "drs", "drw")
@@ -427,23 +427,8 @@ class ClassifierRun:
 
     def _restore(self) -> tuple[int, int, dict]:
         ck = load_checkpoint(self.path("checkpoint.pt"), "classifier")
-        if ck.get("state") != "full":
-            raise InvTransferError(f"{self.path('checkpoint.pt')} holds weights only, not a training state "
-                                   f"(optimiser, position); cannot resume from it.")
-        # Through the dataclass, so options added to the package since the run started compare
-        # at their defaults instead of blocking the resume.
-        try:
-            saved = to_dict(from_dict(TrainConfig, ck["config"]))
-        except InvTransferError:
-            saved = ck["config"]
-        differ = [k for k in diff_configs(saved, self.cfg_dict) if not k.startswith(_RESUME_FREE)]
-        if differ:
-            raise InvTransferError(f"cannot resume {self.run_dir}: the config differs from the run's in "
-                                   f"{', '.join(differ)}. Resume with the original values, or start a new run.")
-        if ck["dataset"]["fingerprint"] != self.ds.fingerprint:
-            raise InvTransferError(f"cannot resume {self.run_dir}: its dataset fingerprint "
-                                   f"{ck['dataset']['fingerprint']} differs from the rebuilt dataset's "
-                                   f"{self.ds.fingerprint} (source files or build code changed).")
+        check_resumable(ck, self.path("checkpoint.pt"), TrainConfig, self.cfg_dict, _RESUME_FREE, self.run_dir,
+                        self.ds.fingerprint)
         self.model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.best, self.best_model = ck["best"], ck["best_model"]
@@ -765,16 +750,7 @@ def plot_per_class_accuracy(results: list[dict], path: str) -> None:
 
 def train(cfg: TrainConfig) -> dict:
     """Run (or resume) one classifier training; returns ``results.json``'s content."""
-    run = ClassifierRun(cfg)
-    ok = False
-    try:
-        # Process 0 writes the run directory; the lock keeps any other process out while it does.
-        with RunLock(run.run_dir) if run.dist.is_main else contextlib.nullcontext():
-            results = run.run()
-        ok = True
-        return results
-    finally:
-        run.dist.close(wait=ok)  # after the others only when all succeeded (a failed one never arrives)
+    return run_locked(ClassifierRun(cfg))
 
 
 def _check_dataset_meta(meta: dict, channels: int) -> None:

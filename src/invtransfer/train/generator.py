@@ -54,7 +54,6 @@ Decisions where SPEC §4 is silent or asks for a choice:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import json
@@ -70,7 +69,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from invtransfer.config import diff_configs, dump_yaml, from_dict, option, to_dict
+from invtransfer.config import dump_yaml, from_dict, option, to_dict
 from invtransfer.data import batches, datasets
 from invtransfer.data import nuisance as nuisance_ops
 from invtransfer.data.datasets import DatasetConfig, LTDataset
@@ -86,13 +85,14 @@ from invtransfer.models.munit import (
 from invtransfer.train import distributed
 from invtransfer.fileio import prepare_run_dir
 from invtransfer.train.checkpoint import (
-    RunLock,
     StopSignals,
     TrainingInterrupted,
     atomic_save,
+    check_resumable,
     check_run_name,
     load_checkpoint,
     log_lines_upto,
+    run_locked,
 )
 from invtransfer.train.classifier import autocast_dtype, resolve_device, versions
 
@@ -471,22 +471,8 @@ class GeneratorRun:
 
     def _restore(self) -> tuple[int, dict]:
         ck = load_checkpoint(self.path("state.pt"), "generator")
-        if ck.get("state") != "full":
-            raise InvTransferError(f"{self.path('state.pt')} is not a full training state; cannot resume.")
-        # Through the dataclass, so options added to the package since the run started compare
-        # at their defaults instead of blocking the resume.
-        try:
-            saved = to_dict(from_dict(GeneratorTrainConfig, ck["config"]))
-        except InvTransferError:
-            saved = ck["config"]
-        differ = [k for k in diff_configs(saved, self.cfg_dict) if not k.startswith(_RESUME_FREE)]
-        if differ:
-            raise InvTransferError(f"cannot resume {self.run_dir}: the config differs from the run's in "
-                                   f"{', '.join(differ)}. Resume with the original values, or start a new run.")
-        if ck["dataset"]["fingerprint"] != self.ds.fingerprint:
-            raise InvTransferError(f"cannot resume {self.run_dir}: its dataset fingerprint "
-                                   f"{ck['dataset']['fingerprint']} differs from the rebuilt dataset's "
-                                   f"{self.ds.fingerprint} (source files or build code changed).")
+        check_resumable(ck, self.path("state.pt"), GeneratorTrainConfig, self.cfg_dict, _RESUME_FREE, self.run_dir,
+                        self.ds.fingerprint)
         self.gen.load_state_dict(ck["generator"])
         self.disc.load_state_dict(ck["discriminator"])
         self.opt_g.load_state_dict(ck["opt_g"])
@@ -620,16 +606,7 @@ class GeneratorRun:
 
 def train(cfg: GeneratorTrainConfig) -> dict:
     """Run (or resume) one MUNIT training; returns ``summary.json``'s content."""
-    run = GeneratorRun(cfg)
-    ok = False
-    try:
-        # Process 0 writes the run directory; the lock keeps any other process out while it does.
-        with RunLock(run.run_dir) if run.dist.is_main else contextlib.nullcontext():
-            summary = run.run()
-        ok = True
-        return summary
-    finally:
-        run.dist.close(wait=ok)  # after the others only when all succeeded (a failed one never arrives)
+    return run_locked(GeneratorRun(cfg))
 
 
 # --------------------------------------------------------------------------------------------
