@@ -1,6 +1,8 @@
 """Experiment drivers: the paper's protocols as resumable lists of ``invtransfer`` commands.
 
     python experiments/protocols.py synthetic --base fmnist --transforms bg dil --instances 0 1 2
+    python experiments/protocols.py synthetic --methods ce_drs ce_drs_git \
+        --generator-config configs/generator/fmnist_munit_small.yaml --jobs 2   # the CPU-sized generator
     python experiments/protocols.py synthetic --base fmnist --transforms rot --methods ce ce_drs
     python experiments/protocols.py cifar --dataset cifar10-lt
     python experiments/protocols.py synthetic ... --dry-run        # print the commands only
@@ -72,7 +74,8 @@ class Job:
 
 
 def synthetic_jobs(base: str, transforms: list[str], instances: list[int], methods: list[str], out: str,
-                   git_on_rot: bool, extra: list[str], gen_extra: list[str] = ()) -> list[Job]:
+                   git_on_rot: bool, extra: list[str], gen_extra: list[str] = (),
+                   gen_config: str | None = None) -> list[Job]:
     cdir = CONFIG_DIRS[base]
     jobs = []
     for t in transforms:
@@ -82,7 +85,7 @@ def synthetic_jobs(base: str, transforms: list[str], instances: list[int], metho
             gen_name = f"gen__{dataset}__i{i}"
             with_gen = t != "rot" or git_on_rot
             if with_gen and "ce_drs_git" in methods:
-                jobs.append(Job("generator", gen_name, ["train-generator", GENERATOR_CONFIGS[base], *data,
+                jobs.append(Job("generator", gen_name, ["train-generator", gen_config or GENERATOR_CONFIGS[base], *data,
                                                         *gen_extra]))
             for m in methods:
                 if m == "ce_drs_git" and not with_gen:
@@ -98,12 +101,12 @@ def synthetic_jobs(base: str, transforms: list[str], instances: list[int], metho
 
 
 def cifar_jobs(dataset: str, methods: list[str], seeds: list[int], out: str, extra: list[str],
-               gen_extra: list[str] = ()) -> list[Job]:
+               gen_extra: list[str] = (), gen_config: str | None = None) -> list[Job]:
     cdir = CONFIG_DIRS[dataset]
     gen_name = f"gen__{dataset}"
     jobs = []
     if any(m.endswith("_git") for m in methods):
-        jobs.append(Job("generator", gen_name, ["train-generator", GENERATOR_CONFIGS[dataset],
+        jobs.append(Job("generator", gen_name, ["train-generator", gen_config or GENERATOR_CONFIGS[dataset],
                                                 f"data.name={dataset}", *gen_extra]))
     for s in seeds:
         for m in methods:
@@ -289,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--out", default="runs/protocols")
         q.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                        help="extra overrides of every classifier run (e.g. optim.epochs=10)")
+        q.add_argument("--generator-config", default=None, metavar="YAML",
+                       help="generator preset instead of the paper architecture (e.g. "
+                            "configs/generator/fmnist_munit_small.yaml, the CPU-sized one)")
         q.add_argument("--set-generator", nargs="*", default=[], metavar="KEY=VALUE",
                        help="extra overrides of every generator run (e.g. iterations=2000)")
         q.add_argument("--dry-run", action="store_true")
@@ -303,9 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.protocol == "synthetic":
         jobs = synthetic_jobs(a.base, a.transforms, a.instances, a.methods, a.out, a.git_on_rot, a.set,
-                              a.set_generator)
+                              a.set_generator, a.generator_config)
     else:
-        jobs = cifar_jobs(a.dataset, a.methods, a.seeds, a.out, a.set, a.set_generator)
+        jobs = cifar_jobs(a.dataset, a.methods, a.seeds, a.out, a.set, a.set_generator, a.generator_config)
     exe = [sys.executable, "-m", "invtransfer"]
     if a.dry_run or a.executor == "sequential":
         return run_jobs(jobs, a.out, exe, a.dry_run)

@@ -78,3 +78,21 @@ def test_without_submitit_the_driver_runs_sequentially(tmp_path, monkeypatch, ca
     monkeypatch.setattr(protocols, "run_jobs", lambda jobs, out, exe, dry: calls.append(len(jobs)) or 0)
     assert protocols.main(["cifar", "--methods", "ce", "ce_drs", "--out", str(tmp_path), "--jobs", "4"]) == 0
     assert calls == [2] and "submitit is not installed" in capsys.readouterr().out
+
+
+def test_synthetic_protocol_job_list():
+    jobs = protocols.synthetic_jobs("fmnist", ["rot", "dil"], [0, 2], ["ce_drs", "ce_drs_git"], "out", False, [],
+                                    gen_config="configs/generator/fmnist_munit_small.yaml")
+    names = [j.name for j in jobs]
+    # ROT has no generator (without --git-on-rot), so no GIT run there; DIL: one generator per instance
+    assert names == ["fmnist-rot-lt__i0__ce_drs", "fmnist-rot-lt__i2__ce_drs",
+                     "gen__fmnist-dil-lt__i0", "fmnist-dil-lt__i0__ce_drs", "fmnist-dil-lt__i0__ce_drs_git",
+                     "gen__fmnist-dil-lt__i2", "fmnist-dil-lt__i2__ce_drs", "fmnist-dil-lt__i2__ce_drs_git"]
+    gen = jobs[5]
+    assert gen.args[:2] == ["train-generator", "configs/generator/fmnist_munit_small.yaml"]
+    assert "data.instance=2" in gen.args
+    git = jobs[7]
+    assert git.needs == "gen__fmnist-dil-lt__i2" and f"git.generator={os.path.join('out', gen.name)}" in git.args
+    assert git.after == [["invariance", os.path.join("out", git.name), "--transform", "dil"]]
+    default = protocols.synthetic_jobs("fmnist", ["bg"], [0], ["ce_drs_git"], "out", False, [])
+    assert default[0].args[1] == protocols.GENERATOR_CONFIGS["fmnist"]
