@@ -79,3 +79,15 @@ def test_every_shipped_config_loads():
             continue
         cfg = load_config(TrainConfig, f)
         assert cfg.optim.decay1_epoch < cfg.optim.epochs, f
+
+
+def test_numbers_in_exponent_notation_without_a_dot():
+    # YAML 1.1 reads 4e-4 as a string; a number field takes it, a string field keeps it
+    from invtransfer.train.generator import GeneratorTrainConfig
+
+    cfg = load_config(GeneratorTrainConfig, None, ["lr=4e-4", "iterations=1e3", "data.name=fmnist-bg-lt"])
+    assert cfg.lr == 4e-4 and cfg.iterations == 1000 and isinstance(cfg.iterations, int)
+    with pytest.raises(InvTransferError, match="'lr': got 'abc', expected a number"):
+        load_config(GeneratorTrainConfig, None, ["lr=abc"])
+    with pytest.raises(InvTransferError, match="expected an integer"):
+        load_config(GeneratorTrainConfig, None, ["iterations=1.5e0"])

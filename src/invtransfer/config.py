@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from collections.abc import Sequence
@@ -91,6 +92,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, bool):
             return value
         raise InvTransferError(f"config key '{key}': got {value!r}, expected true or false.")
+    if tp in (int, float) and isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 4e-4 or 1e5 (no dot) as strings
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or \
                 (isinstance(value, float) and not value.is_integer()):
@@ -105,6 +108,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise InvTransferError(f"config key '{key}': got {value!r}, expected a string.")
         return str(value)
     raise InvTransferError(f"config key '{key}': unsupported type {tp!r}.")  # pragma: no cover
+
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def _check_bounds(value: Any, meta: dict, key: str) -> None:
