@@ -13,7 +13,8 @@
 #     CIFAR-10-LT dataset is built once (rho 100, 12,406 training images).
 #  3. MUNIT, paper architecture (configs/generator/cifar10_munit.yaml) at batch GEN_BATCH (64) for
 #     ceil(140000 / GEN_BATCH) iterations: the 140k images per stream of the paper's CIFAR
-#     generator (its batch size was 1); the learning rate still halves at 100k images. At the same
+#     generator (its batch size was 1); the learning rate still halves at 100k images and stays at
+#     the preset's 4e-4 (checked at batch 16 on a CPU; the sqrt rule would give 8e-4 at batch 64). At the same
 #     time, on the same GPU, CE+DRS for 200 epochs (configs/cifar10_lt/ce_drs.yaml).
 #  4. Once the generator is done, CE+DRS+GIT for 200 epochs (ce_drs_git.yaml) with it.
 #  Defaults of the configs: bf16 autocast, channels_last, data resident on the GPU, no compile

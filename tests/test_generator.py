@@ -59,7 +59,7 @@ def tiny_cfg(npz, out_dir, **kw):
 
 
 def test_learning_rate_halves_every_lr_step():
-    cfg = from_dict(generator.GeneratorTrainConfig, {"lr_step": 10})
+    cfg = from_dict(generator.GeneratorTrainConfig, {"lr_step": 10, "lr": 1e-4})
     assert [generator.learning_rate(cfg, i) for i in (0, 9, 10, 25)] == pytest.approx([1e-4, 1e-4, 5e-5, 2.5e-5])
 
 

@@ -24,7 +24,7 @@ from invtransfer.train import classifier, generator
 
 # The demo's budgets, in one place.
 DEMO_EPOCHS = 8  # per classifier run (the paper: 50); E1/E2 scale with it
-DEMO_GENERATOR_ITERATIONS = 300  # small MUNIT preset at batch 16: 4,800 images (the K49 public budget: 10,000)
+DEMO_GENERATOR_ITERATIONS = 1100  # small MUNIT preset at batch 4: 4,400 images (the K49 public budget: 10,000)
 DEMO_DRAWS = 20  # eKLD draws per image (the protocol: 100)
 DEMO_IMAGES_PER_CLASS = 40
 
