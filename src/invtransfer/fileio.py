@@ -24,7 +24,8 @@ import os
 import re
 import tempfile
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 from invtransfer.errors import InvTransferError
 
@@ -102,13 +103,15 @@ def fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write via a temporary file in the same folder and rename, so readers never see half a file."""
+def atomic_write(path: str, write: Callable[[BinaryIO], object]) -> None:
+    """``write(fh)`` into a temporary file in the same folder, fsync, rename onto ``path``: readers
+    never see half a file, and a failure (an ``OSError`` becomes our error naming ``path``; any
+    other exception propagates) leaves the previous file as it was and no temporary behind."""
     tmp = None
     try:
         fd, tmp = temp_file(path)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -122,6 +125,11 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_write`)."""
+    atomic_write(path, lambda fh: fh.write(data))
 
 
 def check_run_name(name: str | None, key: str = "name") -> None:

@@ -29,7 +29,7 @@ import torch
 
 from invtransfer.config import diff_configs, from_dict, to_dict
 from invtransfer.errors import InvTransferError
-from invtransfer.fileio import RunLock, check_run_name, fsync_dir, temp_file, write_error  # noqa: F401
+from invtransfer.fileio import RunLock, atomic_write, check_run_name, write_error  # noqa: F401
 
 
 class TrainingInterrupted(InvTransferError):
@@ -66,30 +66,19 @@ def atomic_save(obj: Any, path: str) -> None:
     file stays byte-identical. Temporaries left by killed writers are removed by a later save of
     the same file (:func:`invtransfer.fileio.remove_stale_temps`).
     """
-    tmp = None
     writer = None
+
+    def write(fh) -> None:
+        nonlocal writer
+        writer = _RecordingWriter(fh)
+        torch.save(obj, writer)
+
     try:
-        fd, tmp = temp_file(path)
-        with os.fdopen(fd, "wb") as fh:
-            writer = _RecordingWriter(fh)
-            torch.save(obj, writer)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        fsync_dir(os.path.dirname(os.path.abspath(path)))
-    except OSError as e:
-        raise write_error(path, e) from None
+        atomic_write(path, write)
     except RuntimeError:
         if writer is None or writer.error is None:
             raise  # not a write failure (e.g. an object torch cannot save): a bug, keep the traceback
         raise write_error(path, writer.error) from None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
 
 
 def _first_line(text: str) -> str:
