@@ -88,17 +88,23 @@ def cmd_download(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(a: argparse.Namespace) -> int:
+def _train(a: argparse.Namespace, config_cls: type, train) -> int:
+    """Load CONFIG + key=value overrides into ``config_cls``; print it or ``train`` it."""
     from invtransfer.config import load_config
-    from invtransfer.train import classifier
 
     config, overrides = _split_config(a.config, a.overrides)
-    cfg = load_config(classifier.TrainConfig, config, overrides)
+    cfg = load_config(config_cls, config, overrides)
     if a.print_config:
         print(dump_yaml(cfg), end="")
         return 0
-    classifier.train(cfg)
+    train(cfg)
     return 0
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from invtransfer.train import classifier
+
+    return _train(a, classifier.TrainConfig, classifier.train)
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
@@ -117,16 +123,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def cmd_train_generator(a: argparse.Namespace) -> int:
-    from invtransfer.config import load_config
     from invtransfer.train import generator
 
-    config, overrides = _split_config(a.config, a.overrides)
-    cfg = load_config(generator.GeneratorTrainConfig, config, overrides)
-    if a.print_config:
-        print(dump_yaml(cfg), end="")
-        return 0
-    generator.train(cfg)
-    return 0
+    return _train(a, generator.GeneratorTrainConfig, generator.train)
 
 
 def _dataset_config(name: str, overrides: Sequence[str]):
