@@ -250,6 +250,7 @@ def test_generator_two_processes_match_one_process(setup):
     cfg = {"data": {"name": "fmnist-dil-lt", "source": "npz", "npz_file": setup["npz"], "profile": "list",
                     "counts": [40, 20, 6, 3], "class_order": "index"},
            "arch": {"width": 8, "n_res": 1, "mlp_dim": 16, "disc_width": 8}, "iterations": 3, "batch_size": 4,
+           "lr": 1e-4,  # the tolerances below are in units of lr (Adam's step on float noise)
            "out_dir": str(tmp / "gruns"), "quiet": True, "log_every": 1, "checkpoint_every": 1,
            "sample_every": 100}
     with one_thread():
