@@ -66,7 +66,7 @@ def test_report_shows_invariance_spread_and_generator_samples(tmp_path):
     assert cli.main(["report", str(runs), "--out", str(tmp_path / "rep")]) == 0
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "| fmnist-dil-lt | CE+DRS+GIT | 2 (0 / 0,1) | 20.50 ± 0.50 |" in text
-    assert "0.40 ± 0.10 | -0.60 ± 0.10 |" in text  # eKLD of the smallest third, Spearman
+    assert "0.400 ± 0.100 | -0.60 ± 0.10 |" in text  # eKLD of the smallest third, Spearman
     # every run in its own row (the spread), with its transform and draws
     assert "| CE+DRS+GIT | 0 | 1 | 21.00 | 79.00 | 0.5000 | -0.70 | dil, 10 |" in text
     assert (tmp_path / "rep" / "ekld_vs_class_size_fmnist-dil-lt_dil.png").stat().st_size > 1000

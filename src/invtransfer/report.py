@@ -83,11 +83,11 @@ def mean_se(values: list[float | None]) -> tuple[float, float, int] | None:
     return float(v.mean()), se, len(v)
 
 
-def _fmt(stat: tuple[float, float, int] | None) -> str:
+def _fmt(stat: tuple[float, float, int] | None, digits: int = 2) -> str:
     if stat is None:
         return "empty"
     m, se, n = stat
-    return f"{m:.2f}" if n == 1 else f"{m:.2f} ± {se:.2f}"
+    return f"{m:.{digits}f}" if n == 1 else f"{m:.{digits}f} ± {se:.{digits}f}"
 
 
 def group_runs(results: list[dict]) -> dict[tuple[str, str], list[dict]]:
@@ -126,7 +126,7 @@ def markdown_table(rows: list[dict]) -> str:
                                             f"{','.join(map(str, r['instances']))})"]
         cells += [_fmt(r[k]) for k, _ in COLUMNS]
         if with_ekld:
-            cells += [_fmt(r[k]) if r[k] else "-" for k in ("mean_ekld_smallest_third", "spearman_rho")]
+            cells += [_fmt(r[k], d) if r[k] else "-" for k, d in (("mean_ekld_smallest_third", 3), ("spearman_rho", 2))]
         cells.append(f"{r['published'][0]:.2f} ({r['published'][1]})" if r["published"] else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
