@@ -39,7 +39,7 @@ bench: $(STAMP) data-fmnist
 	@mkdir -p $(BENCH_OUT)
 	$(PY) benchmarks/classifier_throughput.py --config configs/cifar10_lt/ce.yaml --steps 1 --repeats 3 --json \
 	  | tee $(BENCH_OUT)/classifier_throughput.log
-	$(PY) benchmarks/munit_throughput.py --settings paper_b1 paper_b4 small_b1 small_b4 --seconds 5 --rounds 3 --json \
+	$(PY) benchmarks/munit_throughput.py --settings paper_b1 paper_b4 --seconds 5 --rounds 3 --json \
 	  | tee $(BENCH_OUT)/munit_throughput.log
 	$(PY) benchmarks/git_overhead.py --steps 1 --repeats 3 --json | tee $(BENCH_OUT)/git_overhead.log
 	$(PY) benchmarks/ekld_throughput.py --images-per-class 4 --draws 5 --repeats 3 --json \

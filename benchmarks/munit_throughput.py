@@ -93,7 +93,7 @@ def main() -> None:
         print(f"  target {name}: {'met' if ok else 'NOT met'}")
     if not all(out["targets_met"].values()):  # where the time of one iteration goes, at both batch sizes
         out["profiles"] = {}
-        for label in ("paper_b1", "paper_b4", "small_b1", "small_b4"):
+        for label in ("paper_b1", "paper_b4", "small_b1", "small_b4"):  # those that ran
             if label in runs:
                 out["profiles"][label] = profile_table(lambda r=runs[label]: r.train_step(it), 2)
                 print(f"\nprofile of {label} (2 iterations), top ops by self time:\n{out['profiles'][label]}")
