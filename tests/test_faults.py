@@ -450,7 +450,7 @@ BAD_INPUT = {
     "resume-with-other-config": (lambda t, w: with_checkpoint(
         t, w, "clf", "checkpoint.pt", lambda p, r: None,
         lambda r: ["train", *w.train_args(t, name="clf", resume="true"), "optim.lr=0.5"]),
-        r"cannot resume .*config differs from the run's in optim\.lr"),
+        r"cannot resume .*config differs from that run's in optim\.lr"),
     "resume-with-other-dataset": (lambda t, w: with_checkpoint(
         t, w, "clf", "checkpoint.pt", _fingerprint_changed,
         lambda r: ["train", *w.train_args(t, name="clf", resume="true")]),
@@ -472,7 +472,7 @@ BAD_INPUT = {
     "train-generator-resume-with-other-config": (lambda t, w: with_checkpoint(
         t, w, "gen", "state.pt", lambda p, r: None,
         lambda r: ["train-generator", *w.gen_args(t, resume="true"), "recon_x_weight=5"]),
-        r"cannot resume .*config differs from the run's in recon_x_weight"),
+        r"cannot resume .*config differs from that run's in recon_x_weight"),
     "train-generator-resume-truncated-state-pt": (lambda t, w: with_checkpoint(
         t, w, "gen", "state.pt", lambda p, r: truncate(p, 0.5),
         lambda r: ["train-generator", *w.gen_args(t, resume="true")]),

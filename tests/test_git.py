@@ -100,3 +100,52 @@ def test_git_bad_inputs(npz16, tiny_npz, tmp_path):
         classifier.train(cfg)
     with pytest.raises(InvTransferError, match="exclude each other"):
         from_dict(classifier.TrainConfig, {"oracle": True, "git": {"generator": "x.pt"}})
+
+
+def test_git_run_started_from_a_plain_runs_checkpoint_equals_one_from_scratch(npz16, tmp_path):
+    """init_from: CE+DRS+GIT forked from CE+DRS's checkpoint at GIT's first epoch is bit-identical
+    to CE+DRS+GIT trained from scratch (every random draw derives from seed, epoch and step)."""
+    import json
+
+    scratch = cfg_for(npz16, tmp_path)
+    scratch.optim.epochs, scratch.name = 4, "scratch"
+    classifier.train(scratch)
+    plain = cfg_for(npz16, tmp_path)
+    plain.optim.epochs, plain.name, plain.git.generator = 4, "plain", None
+    plain.keep_checkpoints = [2]  # GIT's first epoch is E1 + 1 = 2
+    classifier.train(plain)
+    runs = tmp_path / "runs"
+    assert (runs / "plain" / "checkpoint_e2.pt").is_file()
+    forked = cfg_for(npz16, tmp_path)
+    forked.optim.epochs, forked.name, forked.init_from = 4, "forked", str(runs / "plain" / "checkpoint_e2.pt")
+    res = classifier.train(forked)
+    assert res["started_from"]["epoch"] == 2 and res["method"] == "CE+DRS+GIT"
+    a = torch.load(runs / "scratch" / "checkpoint.pt", weights_only=True)["model"]  # final weights
+    b = torch.load(runs / "forked" / "checkpoint.pt", weights_only=True)["model"]
+    c = torch.load(runs / "plain" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # GIT did change the weights
+    log = [json.loads(x) for x in (runs / "forked" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 3, 4] and [r["git"] for r in log] == [False, False, True, True]
+    scratch_res = json.loads((runs / "scratch" / "results.json").read_text())
+    assert scratch_res["test_error"] == res["test_error"]
+
+
+def test_init_from_refuses_a_checkpoint_that_already_differs(npz16, tmp_path):
+    plain = cfg_for(npz16, tmp_path)
+    plain.optim.epochs, plain.name, plain.git.generator = 4, "plain", None
+    plain.keep_checkpoints = [3]
+    classifier.train(plain)
+    ck = str(tmp_path / "runs" / "plain" / "checkpoint_e3.pt")
+    late = cfg_for(npz16, tmp_path)
+    late.optim.epochs, late.name, late.init_from = 4, "late", ck
+    with pytest.raises(InvTransferError, match=r"epoch 3 step 0, after this run's first GIT epoch \(2\)"):
+        classifier.train(late)
+    other = cfg_for(npz16, tmp_path)
+    other.optim.epochs, other.name, other.init_from, other.optim.lr = 4, "other", ck, 0.05
+    with pytest.raises(InvTransferError, match=r"cannot start from .*differs from that run's in optim\.lr"):
+        classifier.train(other)
+    missing = cfg_for(npz16, tmp_path)
+    missing.optim.epochs, missing.name, missing.init_from = 4, "missing", str(tmp_path / "nope.pt")
+    with pytest.raises(InvTransferError, match="init_from.*no such checkpoint"):
+        classifier.train(missing)

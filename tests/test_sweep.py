@@ -45,7 +45,7 @@ def test_local_executor_runs_a_sweep_then_skips_it(tmp_path, capsys):
     log = capsys.readouterr().out
     assert all(os.path.isfile(os.path.join(out, name, f)) for name, f in
                (("gen", "generator.pt"), ("plain", "results.json"), ("git", "results.json")))
-    # the GIT run waited for its generator (a later wave) and used it
+    # the GIT run waited for its generator and used it
     assert log.index("[done] gen") < log.index("[submit] git")
     git = json.loads(open(os.path.join(out, "git", "results.json")).read())
     assert git["method"] == "CE+DRS+GIT"
@@ -57,6 +57,32 @@ def test_local_executor_runs_a_sweep_then_skips_it(tmp_path, capsys):
     log = capsys.readouterr().out
     assert log.count("[skip]") == 3 and "[submit]" not in log
     assert mtimes == {n: os.path.getmtime(os.path.join(out, n)) for n in ("gen", "plain", "git")}
+
+
+def test_git_run_starts_from_its_plain_twins_checkpoint(tmp_path, capsys):
+    cls, gen = write_configs(tmp_path)
+    (tmp_path / "cls_git.yaml").write_text("base: cls.yaml\ngit: {gen_frac: 0.5}\n")
+    out = str(tmp_path / "sweep")
+    git_args = ["train", str(tmp_path / "cls_git.yaml"), f"git.generator={os.path.join(out, 'gen')}"]
+    jobs = [protocols.Job("generator", "gen", ["train-generator", gen]),
+            protocols.Job("classifier", "d__cls_git", git_args, needs="gen"),  # listed first: must still wait
+            protocols.Job("classifier", "d__cls", ["train", cls])]
+    protocols.link_forks(jobs)
+    assert jobs[1].fork == ("d__cls", 1)  # E1 = 0, GIT from epoch 1
+    assert jobs[2].args[-1] == "keep_checkpoints=[1]"
+    kw = {"executor": "local", "parallel": 3, "gpus_per_job": 0, "timeout_min": 10, "poll_s": 0.5, "report": False}
+    assert protocols.dispatch(jobs, out, [sys.executable, "-m", "invtransfer"], **kw) == 0
+    log = capsys.readouterr().out
+    assert log.index("[submit] d__cls ") < log.index("[submit] d__cls_git")
+    res = json.loads(open(os.path.join(out, "d__cls_git", "results.json")).read())
+    assert res["method"] == "CE+DRS+GIT"
+    assert res["started_from"]["epoch"] == 1
+    assert res["started_from"]["checkpoint"] == os.path.abspath(os.path.join(out, "d__cls", "checkpoint_e1.pt"))
+    # a pair whose configs differ outside git.* is left alone
+    other = [protocols.Job("classifier", "d__cls_git", git_args + ["optim.lr=0.05"], needs="gen"),
+             protocols.Job("classifier", "d__cls", ["train", cls])]
+    protocols.link_forks(other)
+    assert other[0].fork is None and other[1].args == ["train", cls]
 
 
 def test_failed_generator_blocks_its_git_runs(tmp_path, capsys):
@@ -94,5 +120,7 @@ def test_synthetic_protocol_job_list():
     git = jobs[7]
     assert git.needs == "gen__fmnist-dil-lt__i2" and f"git.generator={os.path.join('out', gen.name)}" in git.args
     assert git.after == [["invariance", os.path.join("out", git.name), "--transform", "dil"]]
+    assert git.fork == ("fmnist-dil-lt__i2__ce_drs", 31)  # the presets' E1 = 30
+    assert jobs[6].args[-1] == "keep_checkpoints=[31]"
     default = protocols.synthetic_jobs("fmnist", ["bg"], [0], ["ce_drs_git"], "out", False, [])
     assert default[0].args[1] == protocols.GENERATOR_CONFIGS["fmnist"]

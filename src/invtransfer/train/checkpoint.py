@@ -159,12 +159,12 @@ def run_locked(run) -> dict:
 
 
 def check_resumable(ck: dict, path: str, config_cls: type, cfg_dict: dict, resume_free: tuple[str, ...],
-                    run_dir: str, fingerprint: str) -> None:
+                    run_dir: str, fingerprint: str, action: str = "resume") -> None:
     """Refuse to resume from ``ck`` (loaded from ``path``) unless it is a full training state of
     the same config (keys starting with one of ``resume_free`` may differ) and dataset."""
     if ck.get("state") != "full":
         raise InvTransferError(f"{path} holds weights only, not a full training state (optimiser, position); "
-                               f"cannot resume from it.")
+                               f"cannot {action} it.")
     # Through the dataclass, so options added to the package since the run started compare at
     # their defaults instead of blocking the resume.
     try:
@@ -173,10 +173,11 @@ def check_resumable(ck: dict, path: str, config_cls: type, cfg_dict: dict, resum
         saved = ck["config"]
     differ = [k for k in diff_configs(saved, cfg_dict) if not k.startswith(resume_free)]
     if differ:
-        raise InvTransferError(f"cannot resume {run_dir}: the config differs from the run's in "
-                               f"{', '.join(differ)}. Resume with the original values, or start a new run.")
+        raise InvTransferError(f"cannot {action} {path} in {run_dir}: the config differs from that run's in "
+                               f"{', '.join(differ)}. Use the original values, or start a new run.")
     if ck["dataset"]["fingerprint"] != fingerprint:
-        raise InvTransferError(f"cannot resume {run_dir}: its dataset fingerprint {ck['dataset']['fingerprint']} "
+        raise InvTransferError(f"cannot {action} {path} in {run_dir}: its dataset fingerprint "
+                               f"{ck['dataset']['fingerprint']} "
                                f"differs from the rebuilt dataset's {fingerprint} (source files or build code "
                                f"changed).")
 

@@ -169,6 +169,12 @@ class TrainConfig:
     resume: bool = option(False, "continue the run in runs/<name> from its checkpoint")
     overwrite: bool = option(False, "delete an existing runs/<name> and start over")
     checkpoint_every: int = option(5, "write a checkpoint every N epochs (and at the end)", ge=1)
+    keep_checkpoints: list[int] = option(default_factory=list, help="also keep the checkpoint taken after each of "
+                                         "these epochs, as checkpoint_eN.pt (a fork point for init_from)")
+    init_from: str | None = option(None, "start from another run's checkpoint (file, or run directory for its "
+                                         "checkpoint.pt) whose config differs from this one only in git.* keys "
+                                         "and was taken no later than this run's first GIT epoch: the shared "
+                                         "epochs are not trained twice, and the result equals a run from scratch")
     quiet: bool = option(False, "one line per epoch instead of progress bars")
     tensorboard: bool = option(False, "also log to TensorBoard (needs the tensorboard package)")
 
@@ -200,7 +206,11 @@ class TrainConfig:
 # Keys that may differ between a run and its resumption.
 _RESUME_FREE = ("resume", "overwrite", "quiet", "device", "tensorboard", "compile", "checkpoint_every",
                 "data.data_root", "data.cache_dir", "data.strict_checksums",
-                "name", "out_dir")  # where the run lives: auto-named and moved runs must resume
+                "name", "out_dir",  # where the run lives: auto-named and moved runs must resume
+                "keep_checkpoints", "init_from")  # where a run started from does not matter once it has a checkpoint
+# Keys that may differ between a run and the run it forks from (init_from): GIT changes nothing
+# before its first epoch, because every random draw derives from (seed, epoch, step).
+_FORK_FREE = _RESUME_FREE + ("git.", "method")
 
 
 def method_label(cfg: TrainConfig) -> str:
@@ -313,6 +323,7 @@ class ClassifierRun:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.cfg_dict = to_dict(cfg)
+        self.forked: dict | None = None  # init_from's checkpoint and position, once started from one
         # torchrun's variables (if any) decide the process group and this process's device.
         self.dist, self.device = distributed.from_env(resolve_device(cfg.device))
         try:
@@ -423,7 +434,10 @@ class ClassifierRun:
 
     def save_checkpoint(self, epoch: int, step: int, running: dict) -> None:
         if self.dist.is_main:  # the processes' states are identical; process 0 writes
-            atomic_save(self._state(epoch, step, running), self.path("checkpoint.pt"))
+            state = self._state(epoch, step, running)
+            atomic_save(state, self.path("checkpoint.pt"))
+            if step == 0 and epoch in self.cfg.keep_checkpoints:
+                atomic_save(state, self.path(f"checkpoint_e{epoch}.pt"))
 
     def _restore(self) -> tuple[int, int, dict]:
         ck = load_checkpoint(self.path("checkpoint.pt"), "classifier")
@@ -433,7 +447,45 @@ class ClassifierRun:
         self.optimizer.load_state_dict(ck["optimizer"])
         self.best, self.best_model = ck["best"], ck["best_model"]
         torch.set_rng_state(ck["torch_rng"])
+        self.forked = ck.get("forked")
         return int(ck["epoch"]), int(ck["step"]), dict(ck["running"])
+
+    def _fork(self) -> tuple[int, int, dict]:
+        """Start from ``init_from``: another run's state at a point before this run differs from it."""
+        cfg = self.cfg
+        path = cfg.init_from
+        if os.path.isdir(path):
+            path = os.path.join(path, "checkpoint.pt")
+        if not os.path.isfile(path):
+            raise InvTransferError(f"config key 'init_from'={cfg.init_from!r}: no such checkpoint file; expected a "
+                                   f"classifier checkpoint (e.g. runs/NAME/checkpoint_e31.pt) or run directory.")
+        ck = load_checkpoint(path, "classifier")
+        check_resumable(ck, path, TrainConfig, self.cfg_dict, _FORK_FREE, self.run_dir, self.ds.fingerprint,
+                        action="start from")
+        src_git = dict(ck["config"].get("git") or {})
+        if src_git.get("generator") and src_git != self.cfg_dict["git"]:
+            raise InvTransferError(f"config key 'init_from'={cfg.init_from!r}: that run uses GIT with other "
+                                   f"settings; start only from a run without GIT or with the same git.* keys.")
+        epoch, step = int(ck["epoch"]), int(ck["step"])
+        first = cfg.git_start if cfg.git_start is not None and not src_git.get("generator") else cfg.optim.epochs
+        if (epoch, step) > (first, 0):
+            raise InvTransferError(f"config key 'init_from'={cfg.init_from!r}: its checkpoint is at epoch {epoch} "
+                                   f"step {step}, after this run's first GIT epoch ({first}), where the two runs "
+                                   f"already differ. Use a checkpoint taken after at most {first} epochs "
+                                   f"(keep_checkpoints=[{first}] in the run it starts from).")
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.best, self.best_model = ck["best"], ck["best_model"]
+        torch.set_rng_state(ck["torch_rng"])
+        # The source's log of the shared epochs becomes this run's (curves and CSV stay complete).
+        src_log = os.path.join(os.path.dirname(path), "metrics.jsonl")
+        if self.dist.is_main and os.path.isfile(src_log):
+            with open(src_log, encoding="utf-8") as fh:
+                lines = log_lines_upto(fh, "epoch", epoch)
+            datasets.atomic_write_bytes(self.path("metrics.jsonl"), "".join(lines).encode())
+        self.forked = {"checkpoint": os.path.abspath(path), "epoch": epoch, "step": step}
+        print(f"starting from {path} (epoch {epoch}, step {step}); epochs up to there are that run's", flush=True)
+        return epoch, step, dict(ck["running"])
 
     # ----------------------------------------------------------------- the loop
     def run(self) -> dict:
@@ -448,8 +500,11 @@ class ClassifierRun:
             epoch, start_step, running = self._restore()
             if main:
                 self._truncate_log(epoch)
-        elif main:
-            datasets.atomic_write_bytes(self.path("config.yaml"), dump_yaml(self.cfg_dict).encode())
+        else:
+            if cfg.init_from:
+                epoch, start_step, running = self._fork()  # every process loads the same state
+            if main:
+                datasets.atomic_write_bytes(self.path("config.yaml"), dump_yaml(self.cfg_dict).encode())
         tb = self._tensorboard() if main else None
         n = len(self.y_train)
         steps = math.ceil(n / o.batch_size)
@@ -510,7 +565,7 @@ class ClassifierRun:
                         if isinstance(v, (int, float)) and v is not None:
                             tb.add_scalar(k, v, epoch)
                 epoch, start_step, running = epoch + 1, 0, {}
-                if epoch % cfg.checkpoint_every == 0 or epoch == o.epochs:
+                if epoch % cfg.checkpoint_every == 0 or epoch == o.epochs or epoch in cfg.keep_checkpoints:
                     self.save_checkpoint(epoch, 0, {})
         if tb is not None:
             tb.close()
@@ -691,7 +746,7 @@ class ClassifierRun:
                    "medium_shot_accuracy": test["medium_shot_accuracy"],
                    "few_shot_accuracy": test["few_shot_accuracy"], "shot_group_sizes": test["shot_group_sizes"],
                    "confusion_matrix": test["confusion_matrix"], "selected_weights": selected,
-                   "wall_time_s": wall_time, "device": str(self.device), "versions": versions(),
+                   "wall_time_s": wall_time, "started_from": self.forked, "device": str(self.device), "versions": versions(),
                    "dataset_fingerprint": ds.fingerprint, "config": self.cfg_dict}
         _json_dump(self.path("results.json"), results)
         self._write_csv()
