@@ -103,4 +103,7 @@ def test_demo_runs_end_to_end_on_tiny_data(tmp_path, capsys):
         assert (out / f).is_file(), f
     git_log = [json.loads(x) for x in (out / "ce_drs_git" / "metrics.jsonl").read_text().splitlines()]
     assert git_log[-1]["git"] and git_log[-1]["generated"] > 0
+    assert [r["epoch"] for r in git_log] == [1, 2, 3]  # the shared epochs come from CE+DRS's log
+    started = json.loads((out / "ce_drs_git" / "results.json").read_text())["started_from"]
+    assert started["epoch"] == 2 and started["checkpoint"].endswith("ce_drs/checkpoint_e2.pt")
     assert f"report: {out / 'report.md'}" in capsys.readouterr().out
