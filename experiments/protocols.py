@@ -49,7 +49,7 @@ CONFIG_DIRS = {"fmnist": "configs/fmnist_lt", "k49": "configs/k49_lt", "cifar10-
 GENERATOR_CONFIGS = {"fmnist": "configs/generator/fmnist_munit.yaml", "k49": "configs/generator/fmnist_munit.yaml",
                      "cifar10-lt": "configs/generator/cifar10_munit.yaml",
                      "cifar100-lt": "configs/generator/cifar10_munit.yaml",
-                     "gtsrb-lt": "configs/generator/cifar10_munit.yaml"}
+                     "gtsrb-lt": "configs/generator/gtsrb_munit.yaml"}
 
 
 @dataclass

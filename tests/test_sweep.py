@@ -124,3 +124,30 @@ def test_synthetic_protocol_job_list():
     assert jobs[6].args[-1] == "keep_checkpoints=[31]"
     default = protocols.synthetic_jobs("fmnist", ["bg"], [0], ["ce_drs_git"], "out", False, [])
     assert default[0].args[1] == protocols.GENERATOR_CONFIGS["fmnist"]
+
+
+def test_reproduction_script_lists_the_issues_runs_in_priority_order(tmp_path):
+    import subprocess
+
+    root = os.path.join(os.path.dirname(__file__), "..")
+    env = dict(os.environ, DRY_RUN="1", OUT=str(tmp_path), PYTHON=sys.executable, CIFAR_GEN_ITERATIONS="3000")
+    out = subprocess.run(["bash", os.path.join(root, "experiments", "reproduce_paper.sh")], env=env, cwd=root,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    runs = [ln.split(" name=")[1].split()[0] for ln in out.stdout.splitlines() if ln.startswith("[run]")]
+    for t in ("dil", "bg"):
+        for i in range(3):
+            assert {f"gen__fmnist-{t}-lt__i{i}", f"fmnist-{t}-lt__i{i}__ce_drs", f"fmnist-{t}-lt__i{i}__ce_drs_git",
+                    f"fmnist-{t}-lt__i{i}__oracle"} <= set(runs)
+    assert {f"fmnist-rot-lt__i{i}__{m}" for i in range(3) for m in ("ce", "ce_drs")} <= set(runs)
+    assert "fmnist-rot-lt__i0__ce_drs_git" in runs and "fmnist-rot-lt__i1__ce_drs_git" not in runs
+    assert runs.index("fmnist-dil-lt__i0__ce_drs") < runs.index("cifar10-lt__ce_drs__s0") < runs.index(
+        "gtsrb-lt__ce_drs__s0")
+    lines = {}
+    for ln in out.stdout.splitlines():
+        if ln.startswith("[run]"):  # a real run skips the later listing of a finished run
+            lines.setdefault(ln.split(" name=")[1].split()[0], ln)
+    assert "keep_checkpoints=[161]" in lines["cifar10-lt__ce_drs__s0"]  # the CIFAR schedule's E1 = 160
+    assert "keep_checkpoints=[31]" in lines["fmnist-rot-lt__i0__ce_drs"]  # first listed with its GIT twin
+    gtsrb_gen = lines["gen__gtsrb-lt"]
+    assert "configs/generator/gtsrb_munit.yaml" in gtsrb_gen and "iterations=3000" in gtsrb_gen
