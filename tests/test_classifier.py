@@ -12,7 +12,7 @@ from invtransfer import cli
 from invtransfer.config import from_dict
 from invtransfer.errors import InvTransferError
 from invtransfer.train import classifier
-from invtransfer.train.checkpoint import TrainingInterrupted, load_checkpoint
+from invtransfer.train.checkpoint import TrainingInterrupted, atomic_save, load_checkpoint
 
 
 def tiny_cfg(npz, out_dir, **kw):
@@ -110,7 +110,11 @@ def test_sigterm_then_resume_gives_identical_weights(tiny_npz, tmp_path, monkeyp
     monkeypatch.setattr(classifier.ClassifierRun, "_train_step", real_step)
     ck = load_checkpoint(str(tmp_path / "b" / "run" / "checkpoint.pt"))
     assert (ck["epoch"], ck["step"]) == (1, 2)
-    classifier.train(tiny_cfg(tiny_npz, tmp_path / "b", resume=True))
+    assert ck["wall_time_s"] > 0
+    ck["wall_time_s"] = 1000.0  # the interrupted process's time must carry over into results.json
+    atomic_save(ck, str(tmp_path / "b" / "run" / "checkpoint.pt"))
+    res = classifier.train(tiny_cfg(tiny_npz, tmp_path / "b", resume=True))
+    assert 1000 < res["wall_time_s"] < 1000 + 600
     got = load_checkpoint(str(tmp_path / "b" / "run" / "checkpoint.pt"))["model"]
     for k in ref:
         assert torch.equal(ref[k], got[k]), k

@@ -167,7 +167,11 @@ def test_sigterm_then_resume_gives_identical_generator(npz16, tmp_path, monkeypa
     run_b = tmp_path / "b" / "gen"
     assert load_checkpoint(str(run_b / "state.pt"), "generator")["iteration"] == 3
     assert not (run_b / "generator.pt").exists()
-    generator.train(tiny_cfg(npz16, tmp_path / "b", iterations=6, checkpoint_every=4, resume=True))
+    state = load_checkpoint(str(run_b / "state.pt"), "generator")
+    state["wall_time_s"] = 1000.0  # the interrupted process's time must carry over into summary.json
+    atomic_save(state, str(run_b / "state.pt"))
+    summary = generator.train(tiny_cfg(npz16, tmp_path / "b", iterations=6, checkpoint_every=4, resume=True))
+    assert 1000 < summary["wall_time_s"] < 1000 + 600
     got = load_checkpoint(str(run_b / "generator.pt"), "generator")["generator"]
     assert ref.keys() == got.keys()
     for k in ref:

@@ -120,6 +120,8 @@ def test_git_run_started_from_a_plain_runs_checkpoint_equals_one_from_scratch(np
     forked.optim.epochs, forked.name, forked.init_from = 4, "forked", str(runs / "plain" / "checkpoint_e2.pt")
     res = classifier.train(forked)
     assert res["started_from"]["epoch"] == 2 and res["method"] == "CE+DRS+GIT"
+    # the checkpoint keeps where the run started, so a resumed fork still reports it
+    assert torch.load(runs / "forked" / "checkpoint.pt", weights_only=True)["forked"]["epoch"] == 2
     a = torch.load(runs / "scratch" / "checkpoint.pt", weights_only=True)["model"]  # final weights
     b = torch.load(runs / "forked" / "checkpoint.pt", weights_only=True)["model"]
     c = torch.load(runs / "plain" / "checkpoint.pt", weights_only=True)["model"]

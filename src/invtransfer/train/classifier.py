@@ -324,6 +324,7 @@ class ClassifierRun:
         self.cfg = cfg
         self.cfg_dict = to_dict(cfg)
         self.forked: dict | None = None  # init_from's checkpoint and position, once started from one
+        self.t_start, self.wall_before = time.time(), 0.0  # wall time of earlier processes (resume)
         # torchrun's variables (if any) decide the process group and this process's device.
         self.dist, self.device = distributed.from_env(resolve_device(cfg.device))
         try:
@@ -424,7 +425,7 @@ class ClassifierRun:
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "epoch": epoch, "step": step, "running": running, "best": self.best,
                 "best_model": self.best_model, "dataset": self._dataset_meta(),
-                "torch_rng": torch.get_rng_state()}
+                "torch_rng": torch.get_rng_state(), "forked": self.forked, "wall_time_s": self.wall_time()}
 
     def _dataset_meta(self) -> dict:
         ds = self.ds
@@ -448,6 +449,7 @@ class ClassifierRun:
         self.best, self.best_model = ck["best"], ck["best_model"]
         torch.set_rng_state(ck["torch_rng"])
         self.forked = ck.get("forked")
+        self.wall_before = float(ck.get("wall_time_s", 0.0))
         return int(ck["epoch"]), int(ck["step"]), dict(ck["running"])
 
     def _fork(self) -> tuple[int, int, dict]:
@@ -483,14 +485,21 @@ class ClassifierRun:
             with open(src_log, encoding="utf-8") as fh:
                 lines = log_lines_upto(fh, "epoch", epoch)
             datasets.atomic_write_bytes(self.path("metrics.jsonl"), "".join(lines).encode())
-        self.forked = {"checkpoint": os.path.abspath(path), "epoch": epoch, "step": step}
+        self.forked = {"checkpoint": os.path.abspath(path), "epoch": epoch, "step": step,
+                       "wall_time_s": ck.get("wall_time_s")}
         print(f"starting from {path} (epoch {epoch}, step {step}); epochs up to there are that run's", flush=True)
         return epoch, step, dict(ck["running"])
+
+    def wall_time(self) -> float:
+        """Seconds this run has trained, over all its processes (a resumed run adds the time up to
+        its checkpoint; work redone after an interruption counts once; a run started with
+        ``init_from`` does not count the epochs it started from: ``started_from`` has those)."""
+        return self.wall_before + time.time() - self.t_start
 
     # ----------------------------------------------------------------- the loop
     def run(self) -> dict:
         cfg, o = self.cfg, self.cfg.optim
-        t_start = time.time()
+        self.t_start = time.time()
         self._setup()
         self.best: dict = {"epoch": -1, "balanced_accuracy": -1.0}
         self.best_model: dict | None = None
@@ -569,7 +578,7 @@ class ClassifierRun:
                     self.save_checkpoint(epoch, 0, {})
         if tb is not None:
             tb.close()
-        return self._finish(time.time() - t_start)
+        return self._finish(self.wall_time())
 
     def plan_batch(self, bidx: torch.Tensor, epoch: int, step: int,
                    bidx2: torch.Tensor | None = None) -> BatchPlan:

@@ -468,7 +468,7 @@ class GeneratorRun:
                 "discriminator": self.disc.state_dict(), "opt_g": self.opt_g.state_dict(),
                 "opt_d": self.opt_d.state_dict(), "iteration": iteration,
                 "images_seen": iteration * self.cfg.batch_size, "running": running,
-                "dataset": _dataset_meta(self.ds)}
+                "dataset": _dataset_meta(self.ds), "wall_time_s": self.wall_before + time.time() - self.t_start}
 
     def save_state(self, iteration: int, running: dict) -> None:
         if self.dist.is_main:  # the processes' states are identical; process 0 writes
@@ -482,6 +482,7 @@ class GeneratorRun:
         self.disc.load_state_dict(ck["discriminator"])
         self.opt_g.load_state_dict(ck["opt_g"])
         self.opt_d.load_state_dict(ck["opt_d"])
+        self.wall_before = float(ck.get("wall_time_s", 0.0))  # time of the earlier processes
         return int(ck["iteration"]), dict(ck["running"])
 
     def _truncate_log(self, iteration: int) -> None:
@@ -497,7 +498,7 @@ class GeneratorRun:
     def run(self) -> dict:
         """Train (or resume) and write every output; returns the summary in ``summary.json``."""
         cfg = self.cfg
-        t_start = time.time()
+        self.t_start, self.wall_before = time.time(), 0.0
         self._setup()
         iteration, running = 0, {}
         main = self.dist.is_main
@@ -568,7 +569,7 @@ class GeneratorRun:
                         f"resume=true", signals.signum)
         if bar is not None:
             bar.close()
-        return self._finish(iteration, time.time() - t_start)
+        return self._finish(iteration, self.wall_before + time.time() - self.t_start)
 
     def _log(self, iteration: int, lr: float, running: dict, bar) -> None:
         n = max(running.get("n", 0), 1)
