@@ -172,3 +172,19 @@ def test_resume_accepts_options_added_since_the_run_started(tiny_npz, tmp_path):
     (tmp_path / "run" / "results.json").unlink()
     classifier.train(tiny_cfg(tiny_npz, tmp_path, optim={"epochs": 2}, checkpoint_every=1, resume=True))
     assert (tmp_path / "run" / "results.json").is_file()
+
+
+def test_a_finished_run_can_be_refinished_with_the_other_selection(tiny_npz, tmp_path):
+    """resume=true on a finished run only rewrites its outputs; `select` may change there."""
+    res = classifier.train(tiny_cfg(tiny_npz, tmp_path, select="val"))
+    run = tmp_path / "run"
+    assert res["selected_weights"]["which"] == "best_val"
+    final = load_checkpoint(str(run / "checkpoint.pt"))["model"]
+    last = classifier.train(tiny_cfg(tiny_npz, tmp_path, select="last", resume=True))
+    assert last["selected_weights"] == {"which": "last", "epoch": 3, "why": "select=last"}
+    model = load_checkpoint(str(run / "model.pt"))["model"]
+    assert all(torch.equal(model[k], final[k]) for k in final)
+    assert json.loads((run / "results.json").read_text())["selected_weights"]["which"] == "last"
+    again = classifier.train(tiny_cfg(tiny_npz, tmp_path, select="val", resume=True))
+    assert again["selected_weights"] == res["selected_weights"] and again["test_error"] == res["test_error"]
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3  # no epoch was trained again

@@ -204,7 +204,7 @@ class TrainConfig:
 
 
 # Keys that may differ between a run and its resumption.
-_RESUME_FREE = ("resume", "overwrite", "quiet", "device", "tensorboard", "compile", "checkpoint_every",
+_RESUME_FREE = ("resume", "overwrite", "quiet", "device", "tensorboard", "compile", "checkpoint_every", "select",
                 "data.data_root", "data.cache_dir", "data.strict_checksums",
                 "name", "out_dir",  # where the run lives: auto-named and moved runs must resume
                 "keep_checkpoints", "init_from")  # where a run started from does not matter once it has a checkpoint
@@ -697,7 +697,9 @@ class ClassifierRun:
         if len(self.y_val) and ((epoch + 1) % cfg.eval_every == 0 or last):
             m = self._evaluate(self.x_val, self.y_val)
             record.update(val_error=m["error"], val_balanced_accuracy=m["balanced_accuracy"])
-            if cfg.select == "val" and m["balanced_accuracy"] > self.best["balanced_accuracy"]:
+            # Tracked whatever `select` says, so a finished run can be re-finished with the other
+            # policy (resume=true select=...: the loop is done, only the outputs are rewritten).
+            if m["balanced_accuracy"] > self.best["balanced_accuracy"]:
                 self.best = {"epoch": epoch + 1, "balanced_accuracy": m["balanced_accuracy"]}
                 self.best_model = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         with open(self.path("metrics.jsonl"), "a", encoding="utf-8") as fh:
