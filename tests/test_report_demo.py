@@ -55,7 +55,8 @@ def test_report_shows_invariance_spread_and_generator_samples(tmp_path):
     for inst, (rho, small) in enumerate([(-0.5, 0.3), (-0.7, 0.5)]):
         fake_run(runs / f"git{inst}", "CE+DRS+GIT", 0, 20.0 + inst, dataset="fmnist-dil-lt")
         r = json.loads((runs / f"git{inst}" / "results.json").read_text())
-        r.update(instance=inst, config={"git": {"generator": str(gen)}})
+        r.update(instance=inst, config={"git": {"generator": str(gen)}},
+                 started_from={"checkpoint": f"/x/twin{inst}/checkpoint_e31.pt", "epoch": 31, "step": 0})
         (runs / f"git{inst}" / "results.json").write_text(json.dumps(r))
         fake_invariance(runs / f"git{inst}", [0.1, small], [100, 10], rho)
     fake_run(runs / "plain", "CE+DRS", 0, 25.0, dataset="fmnist-dil-lt")
@@ -69,6 +70,7 @@ def test_report_shows_invariance_spread_and_generator_samples(tmp_path):
     assert "0.400 ± 0.100 | -0.60 ± 0.10 |" in text  # eKLD of the smallest third, Spearman
     # every run in its own row (the spread), with its transform and draws
     assert "| CE+DRS+GIT | 0 | 1 | 21.00 | 79.00 | 0.5000 | -0.70 | dil, 10 |" in text
+    assert "1.0 min on cpu from epoch 31 of twin1 |" in text  # a run started from another's checkpoint
     assert (tmp_path / "rep" / "ekld_vs_class_size_fmnist-dil-lt_dil.png").stat().st_size > 1000
     grid = tmp_path / "rep" / "generator_samples_0_gen.png"
     assert grid.read_bytes() == b"\x89PNG fake grid" and grid.name in text

@@ -149,7 +149,11 @@ def run_table(results: list[dict], out_dir: str) -> str:
                        "-" if inv["spearman_rho"] is None else f"{inv['spearman_rho']:+.2f}",
                        f"{inv['transform']}, {inv['draws']}"] if inv else ["-", "-", "-"])
         sel = r["selected_weights"]
-        cells += [f"{sel['which']} (epoch {sel['epoch']})", f"{r['wall_time_s'] / 60:.1f} min on {r['device']}"]
+        wall = f"{r['wall_time_s'] / 60:.1f} min on {r['device']}"
+        start = r.get("started_from")
+        if start:  # init_from: the epochs it started from were trained (and timed) by another run
+            wall += f" from epoch {start['epoch']} of {os.path.basename(os.path.dirname(start['checkpoint']))}"
+        cells += [f"{sel['which']} (epoch {sel['epoch']})", wall]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
