@@ -21,8 +21,8 @@ runs ``--jobs`` runs at a time as local processes (GPUs handed out round robin),
 submits SLURM job arrays (``--jobs`` = array parallelism; a preempted or timed-out job stops
 its run cleanly, which saves a checkpoint, and requeues itself to resume it), ``auto`` (the
 default) picks slurm where ``sbatch`` exists, else local. Each job goes out as soon as what it
-needs exists: a GIT run waits for its generator and for the checkpoint it starts from (below). ``sequential``, or no submitit installed, runs the jobs
-one after another in this process. Job logs: ``--out/submitit/``.
+needs exists: a GIT run waits for its generator and for the checkpoint it starts from (below).
+``sequential``, or no submitit installed, runs the jobs one after another in this process. Job logs: ``--out/submitit/``.
 
 Synthetic protocol (SPEC §2, §5): per transform and dataset instance, one generator (BG and DIL;
 ROT only with ``--git-on-rot``), then CE, CE+DRS, CE+DRS+GIT (where a generator exists) and the

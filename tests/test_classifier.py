@@ -188,3 +188,9 @@ def test_a_finished_run_can_be_refinished_with_the_other_selection(tiny_npz, tmp
     again = classifier.train(tiny_cfg(tiny_npz, tmp_path, select="val", resume=True))
     assert again["selected_weights"] == res["selected_weights"] and again["test_error"] == res["test_error"]
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 3  # no epoch was trained again
+    # a checkpoint from before checkpoints recorded wall time: the log's epoch times stand in
+    ck = load_checkpoint(str(run / "checkpoint.pt"))
+    del ck["wall_time_s"]
+    atomic_save(ck, str(run / "checkpoint.pt"))
+    logged = sum(json.loads(x)["epoch_time_s"] for x in (run / "metrics.jsonl").read_text().splitlines())
+    assert classifier.train(tiny_cfg(tiny_npz, tmp_path, resume=True))["wall_time_s"] >= logged > 0

@@ -449,7 +449,7 @@ class ClassifierRun:
         self.best, self.best_model = ck["best"], ck["best_model"]
         torch.set_rng_state(ck["torch_rng"])
         self.forked = ck.get("forked")
-        self.wall_before = float(ck.get("wall_time_s", 0.0))
+        self.wall_before = float(ck["wall_time_s"]) if "wall_time_s" in ck else self._logged_time(int(ck["epoch"]))
         return int(ck["epoch"]), int(ck["step"]), dict(ck["running"])
 
     def _fork(self) -> tuple[int, int, dict]:
@@ -489,6 +489,15 @@ class ClassifierRun:
                        "wall_time_s": ck.get("wall_time_s")}
         print(f"starting from {path} (epoch {epoch}, step {step}); epochs up to there are that run's", flush=True)
         return epoch, step, dict(ck["running"])
+
+    def _logged_time(self, epoch: int) -> float:
+        """Training time of the logged epochs up to ``epoch``: the wall time of a checkpoint written
+        before checkpoints recorded it (evaluation and set-up not included)."""
+        try:
+            with open(self.path("metrics.jsonl"), encoding="utf-8") as fh:
+                return float(sum(json.loads(ln).get("epoch_time_s", 0.0) for ln in log_lines_upto(fh, "epoch", epoch)))
+        except OSError:
+            return 0.0
 
     def wall_time(self) -> float:
         """Seconds this run has trained, over all its processes (a resumed run adds the time up to
@@ -757,7 +766,8 @@ class ClassifierRun:
                    "medium_shot_accuracy": test["medium_shot_accuracy"],
                    "few_shot_accuracy": test["few_shot_accuracy"], "shot_group_sizes": test["shot_group_sizes"],
                    "confusion_matrix": test["confusion_matrix"], "selected_weights": selected,
-                   "wall_time_s": wall_time, "started_from": self.forked, "device": str(self.device), "versions": versions(),
+                   "wall_time_s": wall_time, "started_from": self.forked, "device": str(self.device),
+                   "versions": versions(),
                    "dataset_fingerprint": ds.fingerprint, "config": self.cfg_dict}
         _json_dump(self.path("results.json"), results)
         self._write_csv()
