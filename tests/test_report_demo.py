@@ -71,6 +71,8 @@ def test_report_shows_invariance_spread_and_generator_samples(tmp_path):
     # every run in its own row (the spread), with its transform and draws
     assert "| CE+DRS+GIT | 0 | 1 | 21.00 | 79.00 | 0.5000 | -0.70 | dil, 10 |" in text
     assert "1.0 min on cpu from epoch 31 of twin1 |" in text  # a run started from another's checkpoint
+    # GIT instance 0 against CE+DRS instance 0 (the only pair): error 20 - 25, tail eKLD 0.3 - 0.9
+    assert "| fmnist-dil-lt | CE+DRS+GIT − CE+DRS | 1 (0) | -5.00 | 5.00 | -0.600 | 1 of 1 | 1 of 1 |" in text
     assert (tmp_path / "rep" / "ekld_vs_class_size_fmnist-dil-lt_dil.png").stat().st_size > 1000
     grid = tmp_path / "rep" / "generator_samples_0_gen.png"
     assert grid.read_bytes() == b"\x89PNG fake grid" and grid.name in text

@@ -132,6 +132,51 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def paired_rows(results: list[dict]) -> list[dict]:
+    """Each ``X+GIT`` run against its ``X`` run on the same dataset, instance and seed.
+
+    Pairs remove the spread between dataset instances (and seeds) that both runs share; the
+    differences (GIT minus base) get mean ± standard error and a count of the pairs in which GIT
+    is better.
+    """
+    by_key = {(r["dataset"], r["method"], r.get("instance", 0), r["seed"]): r for r in results}
+    groups: dict[tuple[str, str], list[tuple[dict, dict]]] = defaultdict(list)
+    for (dataset, method, instance, seed), r in sorted(by_key.items()):
+        base = by_key.get((dataset, method[:-len("+GIT")], instance, seed)) if method.endswith("+GIT") else None
+        if base is not None:
+            groups[(dataset, method)].append((r, base))
+    rows = []
+    for (dataset, method), pairs in groups.items():
+        def diffs(get):
+            return [get(g) - get(b) for g, b in pairs if get(g) is not None and get(b) is not None]
+
+        def tail(r):
+            return r["invariance"]["mean_ekld_smallest_third"] if r.get("invariance") else None
+
+        d_err, d_bal, d_ekld = (diffs(lambda r: r["test_error"]), diffs(lambda r: r["test_balanced_accuracy"]),
+                                diffs(tail))
+        rows.append({"dataset": dataset, "method": method, "base": method[:-len("+GIT")], "n": len(pairs),
+                     "instances": sorted({g.get("instance", 0) for g, _ in pairs}),
+                     "d_error": mean_se(d_err), "d_balanced_accuracy": mean_se(d_bal),
+                     "d_ekld_smallest_third": mean_se(d_ekld) if d_ekld else None,
+                     "error_lower": sum(d < 0 for d in d_err), "ekld_lower": sum(d < 0 for d in d_ekld),
+                     "n_ekld": len(d_ekld)})
+    return rows
+
+
+def paired_table(rows: list[dict]) -> str:
+    head = ["dataset", "comparison", "pairs (instances)", "Δ error (points)", "Δ bal. acc (points)",
+            "Δ eKLD smallest third", "GIT lower error", "GIT lower tail eKLD"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join([
+            r["dataset"], f"{r['method']} − {r['base']}", f"{r['n']} ({','.join(map(str, r['instances']))})",
+            _fmt(r["d_error"]), _fmt(r["d_balanced_accuracy"]),
+            _fmt(r["d_ekld_smallest_third"], 3) if r["d_ekld_smallest_third"] else "-",
+            f"{r['error_lower']} of {r['n']}", f"{r['ekld_lower']} of {r['n_ekld']}" if r["n_ekld"] else "-"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def run_table(results: list[dict], out_dir: str) -> str:
     """One row per run: the values behind each mean of the summary table."""
     with_ekld = any(r.get("invariance") for r in results)
@@ -210,7 +255,13 @@ def write_report(paths: list[str], out_dir: str, title: str = "invtransfer repor
              "and method; test metrics of the selected weights (see each run's results.json). eKLD: "
              "`invtransfer invariance` of each run (its invariance.json), smallest third of classes by "
              "training size; Spearman ρ: rank correlation of per-class eKLD with class size.\n\n",
-             markdown_table(rows), "\nEvery run:\n\n", run_table(results, out_dir)]
+             markdown_table(rows)]
+    pairs = paired_rows(results)
+    if pairs:
+        parts += ["\nPaired: each GIT run minus its base method's run on the same dataset instance and seed "
+                  "(mean ± standard error of the differences; negative error and eKLD differences favour GIT).\n\n",
+                  paired_table(pairs)]
+    parts += ["\nEvery run:\n\n", run_table(results, out_dir)]
     by_dataset: dict[str, list[dict]] = defaultdict(list)
     for r in results:
         by_dataset[r["dataset"]].append(r)
