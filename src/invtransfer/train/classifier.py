@@ -440,14 +440,18 @@ class ClassifierRun:
             if step == 0 and epoch in self.cfg.keep_checkpoints:
                 atomic_save(state, self.path(f"checkpoint_e{epoch}.pt"))
 
-    def _restore(self) -> tuple[int, int, dict]:
-        ck = load_checkpoint(self.path("checkpoint.pt"), "classifier")
-        check_resumable(ck, self.path("checkpoint.pt"), TrainConfig, self.cfg_dict, _RESUME_FREE, self.run_dir,
-                        self.ds.fingerprint)
+    def _load_state(self, ck: dict) -> None:
+        """Model, optimiser, best weights so far and RNG of a full checkpoint."""
         self.model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.best, self.best_model = ck["best"], ck["best_model"]
         torch.set_rng_state(ck["torch_rng"])
+
+    def _restore(self) -> tuple[int, int, dict]:
+        ck = load_checkpoint(self.path("checkpoint.pt"), "classifier")
+        check_resumable(ck, self.path("checkpoint.pt"), TrainConfig, self.cfg_dict, _RESUME_FREE, self.run_dir,
+                        self.ds.fingerprint)
+        self._load_state(ck)
         self.forked = ck.get("forked")
         self.wall_before = float(ck["wall_time_s"]) if "wall_time_s" in ck else self._logged_time(int(ck["epoch"]))
         return int(ck["epoch"]), int(ck["step"]), dict(ck["running"])
@@ -475,10 +479,7 @@ class ClassifierRun:
                                    f"step {step}, after this run's first GIT epoch ({first}), where the two runs "
                                    f"already differ. Use a checkpoint taken after at most {first} epochs "
                                    f"(keep_checkpoints=[{first}] in the run it starts from).")
-        self.model.load_state_dict(ck["model"])
-        self.optimizer.load_state_dict(ck["optimizer"])
-        self.best, self.best_model = ck["best"], ck["best_model"]
-        torch.set_rng_state(ck["torch_rng"])
+        self._load_state(ck)
         # The source's log of the shared epochs becomes this run's (curves and CSV stay complete).
         src_log = os.path.join(os.path.dirname(path), "metrics.jsonl")
         if self.dist.is_main and os.path.isfile(src_log):
@@ -495,7 +496,8 @@ class ClassifierRun:
         before checkpoints recorded it (evaluation and set-up not included)."""
         try:
             with open(self.path("metrics.jsonl"), encoding="utf-8") as fh:
-                return float(sum(json.loads(ln).get("epoch_time_s", 0.0) for ln in log_lines_upto(fh, "epoch", epoch)))
+                lines = log_lines_upto(fh, "epoch", epoch)
+            return float(sum(json.loads(ln).get("epoch_time_s", 0.0) for ln in lines))
         except OSError:
             return 0.0
 
