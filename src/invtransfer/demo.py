@@ -3,8 +3,8 @@
 It replaces ``runs/demo/`` and then: builds the dataset and its preview; trains the small MUNIT
 preset for a few hundred iterations; trains CE+DRS and CE+DRS+GIT on a short version of the K49
 schedule (GIT from the epoch after E1, as published; the GIT run continues from CE+DRS's
-checkpoint at that epoch rather than repeating the identical epochs before it); measures per-class eKLD of both under the
-true DIL transform; and writes ``runs/demo/report.md`` with the table, the eKLD and per-class
+checkpoint at that epoch rather than repeating the identical epochs before it); measures
+per-class eKLD of both under the true DIL transform; and writes ``runs/demo/report.md`` with the table, the eKLD and per-class
 accuracy plots and the generator's sample grid. The budgets (one block below) are chosen to
 finish in minutes on 2 CPU cores; the report says so and draws no conclusion about the methods.
 """
@@ -69,17 +69,19 @@ def run_demo(out_dir: str = "runs/demo", data: dict | None = None, epochs: int =
 
     results, invs = [], []
     schedule = _schedule(epochs)
+    def run_config(method: str, extra: dict) -> classifier.TrainConfig:
+        return load_config(classifier.TrainConfig, os.path.join(configs, "fmnist_lt", f"{method}.yaml"),
+                           dict({"data": data, "optim": schedule, "out_dir": out_dir, "name": method,
+                                 "eval_every": epochs, "quiet": quiet}, **extra))
+
     # CE+DRS+GIT equals CE+DRS until GIT's first epoch, so it continues from CE+DRS's checkpoint
     # there (init_from) instead of training those epochs again (same weights as from scratch).
-    fork = schedule["decay1_epoch"] + 1
-    runs = (("ce_drs", {"keep_checkpoints": [fork]}),
-            ("ce_drs_git", {"git": {"generator": gen_dir},
-                            "init_from": os.path.join(out_dir, "ce_drs", f"checkpoint_e{fork}.pt")}))
-    for step, (method, extra) in enumerate(runs):
+    git_cfg = run_config("ce_drs_git", {"git": {"generator": gen_dir}})
+    fork = git_cfg.git_start
+    git_cfg.init_from = os.path.join(out_dir, "ce_drs", f"checkpoint_e{fork}.pt")
+    runs = (("ce_drs", run_config("ce_drs", {"keep_checkpoints": [fork]})), ("ce_drs_git", git_cfg))
+    for step, (method, cfg) in enumerate(runs):
         print(f"[demo {3 + step}/5] training {method} ({epochs} epochs) ...", flush=True)
-        cfg = load_config(classifier.TrainConfig, os.path.join(configs, "fmnist_lt", f"{method}.yaml"),
-                          dict({"data": data, "optim": schedule, "out_dir": out_dir, "name": method,
-                                "eval_every": epochs, "quiet": quiet}, **extra))
         results.append(classifier.train(cfg))
         inv = invariance.measure_checkpoint(os.path.join(out_dir, method), ds.nuisance, draws=draws,
                                             images_per_class=DEMO_IMAGES_PER_CLASS)

@@ -468,7 +468,11 @@ class GeneratorRun:
                 "discriminator": self.disc.state_dict(), "opt_g": self.opt_g.state_dict(),
                 "opt_d": self.opt_d.state_dict(), "iteration": iteration,
                 "images_seen": iteration * self.cfg.batch_size, "running": running,
-                "dataset": _dataset_meta(self.ds), "wall_time_s": self.wall_before + time.time() - self.t_start}
+                "dataset": _dataset_meta(self.ds), "wall_time_s": self.wall_time()}
+
+    def wall_time(self) -> float:
+        """Seconds this run has trained, over all its processes (resumes included)."""
+        return self.wall_before + time.time() - self.t_start
 
     def save_state(self, iteration: int, running: dict) -> None:
         if self.dist.is_main:  # the processes' states are identical; process 0 writes
@@ -569,7 +573,7 @@ class GeneratorRun:
                         f"resume=true", signals.signum)
         if bar is not None:
             bar.close()
-        return self._finish(iteration, self.wall_before + time.time() - self.t_start)
+        return self._finish(iteration, self.wall_time())
 
     def _log(self, iteration: int, lr: float, running: dict, bar) -> None:
         n = max(running.get("n", 0), 1)
