@@ -16,7 +16,8 @@
 #     generator (its batch size was 1); the learning rate still halves at 100k images and stays at
 #     the preset's 4e-4 (checked at batch 16 on a CPU; the sqrt rule would give 8e-4 at batch 64). At the same
 #     time, on the same GPU, CE+DRS for 200 epochs (configs/cifar10_lt/ce_drs.yaml).
-#  4. Once the generator is done, CE+DRS+GIT for 200 epochs (ce_drs_git.yaml) with it.
+#  4. Once the generator is done, CE+DRS+GIT for 200 epochs (ce_drs_git.yaml) with it, starting from
+#     CE+DRS's checkpoint after epoch E1 + 1 = 161 (init_from; identical to training from scratch).
 #  Defaults of the configs: bf16 autocast, channels_last, data resident on the GPU, no compile
 #  (compiling ResNet-32 costs about as much as it saves over 200 short epochs). Every run gets
 #  SIGTERM when the time limit (GPU_CHECK_LIMIT_S, 560 s) is near: it saves a checkpoint and the
@@ -122,17 +123,29 @@ run_bg() {  # name, invtransfer arguments...
     echo "{\"rc\": $?, \"start_s\": $(( s - T0 )), \"end_s\": $(( $(date +%s) - T0 ))}" > "$WORK/$name.time.json"
   ) &
 }
-say "training the generator (${GEN_ARGS[*]}) and CE+DRS at the same time"
+# GIT's first epoch (0-based; E1 + 1): CE+DRS keeps its checkpoint there and CE+DRS+GIT starts from
+# it (init_from; the same weights as training it from scratch), so the epochs the two share are trained once.
+FORK=$("$PY" -c 'import sys; from invtransfer.config import load_config; from invtransfer.train.classifier import TrainConfig
+print(load_config(TrainConfig, sys.argv[1], sys.argv[2:]).git_start)' configs/cifar10_lt/ce_drs_git.yaml \
+  "${DATA_ARGS[@]}" "${CLS_ARGS[@]}" git.generator=x 2>> "$LOG") || { say "cannot read the GIT presets"; exit 1; }
+say "training the generator (${GEN_ARGS[*]}) and CE+DRS at the same time (CE+DRS keeps its epoch-$FORK checkpoint)"
 run_bg generator train-generator configs/generator/cifar10_munit.yaml "${DATA_ARGS[@]}" "${GEN_ARGS[@]}"
 gen_pid=$!
-run_bg ce_drs train configs/cifar10_lt/ce_drs.yaml "${DATA_ARGS[@]}" "${CLS_ARGS[@]}"
+run_bg ce_drs train configs/cifar10_lt/ce_drs.yaml "${DATA_ARGS[@]}" "${CLS_ARGS[@]}" "keep_checkpoints=[$FORK]"
 cls_pid=$!
 wait $gen_pid
 say "generator: $(cat "$WORK/generator.time.json")"
 if [[ -f $RUNS/generator/generator.pt ]]; then
-  say "training CE+DRS+GIT"
+  fork_ck=$RUNS/ce_drs/checkpoint_e$FORK.pt  # written atomically: once it exists it is complete
+  while [[ ! -f $fork_ck ]] && kill -0 $cls_pid 2> /dev/null; do sleep 1; done
+  FROM=()
+  if [[ -f $fork_ck ]]; then
+    FROM=("init_from=$fork_ck"); say "training CE+DRS+GIT from CE+DRS's checkpoint after epoch $FORK"
+  else
+    say "training CE+DRS+GIT from scratch (CE+DRS stopped before epoch $FORK)"
+  fi
   run_bg ce_drs_git train configs/cifar10_lt/ce_drs_git.yaml "${DATA_ARGS[@]}" "${CLS_ARGS[@]}" \
-    "git.generator=$RUNS/generator"
+    "git.generator=$RUNS/generator" "${FROM[@]}"
   git_pid=$!
   wait $git_pid
   say "CE+DRS+GIT: $(cat "$WORK/ce_drs_git.time.json")"
@@ -184,7 +197,7 @@ for name in ("generator", "ce_drs", "ce_drs_git"):
         r.update(finished=res is not None, epochs_done=len(metrics),
                  test_error=(res or {}).get("test_error"), test_balanced_accuracy=(res or {}).get("test_balanced_accuracy"),
                  many_medium_few=[(res or {}).get(k) for k in ("many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy")],
-                 selected=(res or {}).get("selected_weights"),
+                 selected=(res or {}).get("selected_weights"), started_from=(res or {}).get("started_from"),
                  images_per_s_median=statistics.median([m["images_per_s"] for m in metrics]) if metrics else None,
                  epoch_time_s_median=statistics.median([m["epoch_time_s"] for m in metrics]) if metrics else None,
                  git_epochs=sum(1 for m in metrics if m.get("git")), generated=sum(m.get("generated", 0) for m in metrics))

@@ -23,5 +23,8 @@ def test_gpu_check_tiny_mode_runs_the_pipeline_and_writes_its_summary(tmp_path):
         assert 0 <= runs[name]["test_error"] <= 100 and runs[name]["timing"]["rc"] == 0
     assert runs["ce_drs_git"]["git_epochs"] == 1 and runs["ce_drs_git"]["generated"] > 0
     assert runs["ce_drs"]["git_epochs"] == 0
+    # CE+DRS+GIT started from CE+DRS's checkpoint at GIT's first epoch (E1 + 1 = 1 here)
+    assert runs["ce_drs_git"]["started_from"]["epoch"] == 1
+    assert runs["ce_drs_git"]["started_from"]["checkpoint"].endswith("checkpoint_e1.pt")
     log = (tmp_path / "out" / "gpu_check.log").read_text()
     assert "training CE+DRS+GIT" in log and (tmp_path / "out" / "ce_drs_git" / "results.json").is_file()
