@@ -8,7 +8,7 @@ import pytest
 from conftest import make_images, tiny_data_overrides
 from invtransfer import cli
 from invtransfer.errors import InvTransferError
-from invtransfer.report import find_results, mean_se, summary_rows
+from invtransfer.report import find_results, grid_file_names, mean_se, summary_rows
 
 
 def fake_run(path, method, seed, error, dataset="cifar10-lt"):
@@ -74,8 +74,21 @@ def test_report_shows_invariance_spread_and_generator_samples(tmp_path):
     # GIT instance 0 against CE+DRS instance 0 (the only pair): error 20 - 25, tail eKLD 0.3 - 0.9
     assert "| fmnist-dil-lt | CE+DRS+GIT − CE+DRS | 1 (0) | -5.00 | 5.00 | -0.600 | 1 of 1 | 1 of 1 |" in text
     assert (tmp_path / "rep" / "ekld_vs_class_size_fmnist-dil-lt_dil.png").stat().st_size > 1000
-    grid = tmp_path / "rep" / "generator_samples_0_gen.png"
+    grid = tmp_path / "rep" / "generator_samples_gen.png"
     assert grid.read_bytes() == b"\x89PNG fake grid" and grid.name in text
+    # A grid from an earlier report into the same folder, no longer referenced, goes; other files stay.
+    (tmp_path / "rep" / "generator_samples_0_old.png").write_bytes(b"stale")
+    (tmp_path / "rep" / "notes.txt").write_text("mine")
+    assert cli.main(["report", str(runs), "--out", str(tmp_path / "rep")]) == 0
+    assert not (tmp_path / "rep" / "generator_samples_0_old.png").exists()
+    assert grid.is_file() and (tmp_path / "rep" / "notes.txt").is_file()
+
+
+def test_report_grid_names_are_stable_and_distinct():
+    names = grid_file_names(["/a/gen", "/b/gen", "/c/other"])
+    assert names["/c/other"] == "generator_samples_other.png"  # whatever else the report holds
+    assert names["/a/gen"] != names["/b/gen"] and names["/a/gen"].startswith("generator_samples_gen_")
+    assert grid_file_names(["/b/gen", "/a/gen"]) == {k: names[k] for k in ("/b/gen", "/a/gen")}
 
 
 def test_report_bad_input(tmp_path):

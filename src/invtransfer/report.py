@@ -15,6 +15,7 @@ used.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -246,6 +247,21 @@ def generator_grids(results: list[dict]) -> dict[str, str]:
     return dict(sorted(grids.items()))
 
 
+def grid_file_names(gen_dirs: list[str]) -> dict[str, str]:
+    """Report file name of each generator's sample grid: from the run directory's name, with a short
+    hash of its full path where two generators share a name, so a name never depends on which other
+    generators the report holds."""
+    base = {d: os.path.basename(os.path.normpath(d)) for d in gen_dirs}
+    count = defaultdict(int)
+    for b in base.values():
+        count[b] += 1
+    out = {}
+    for d, b in base.items():
+        tag = b if count[b] == 1 else f"{b}_{hashlib.sha1(os.path.abspath(d).encode()).hexdigest()[:8]}"
+        out[d] = f"generator_samples_{tag}.png"
+    return out
+
+
 def write_report(paths: list[str], out_dir: str, title: str = "invtransfer report") -> str:
     """Write ``out_dir/report.md`` (+ plots) for the runs under ``paths``; returns its path."""
     results = find_results(paths)
@@ -278,10 +294,16 @@ def write_report(paths: list[str], out_dir: str, title: str = "invtransfer repor
     grids = generator_grids(results)
     if grids:
         parts.append("\nGenerators used by GIT runs (per row: a held-out image, its reconstruction, random styles):\n")
-        for i, (gen_dir, png) in enumerate(grids.items()):
-            name = f"generator_samples_{i}_{os.path.basename(gen_dir)}.png"
-            shutil.copyfile(png, os.path.join(out_dir, name))
-            parts.append(f"\n`{gen_dir}`:\n\n![samples of {gen_dir}]({name})\n")
+        names = grid_file_names(list(grids))
+        for gen_dir, png in grids.items():
+            shutil.copyfile(png, os.path.join(out_dir, names[gen_dir]))
+            parts.append(f"\n`{gen_dir}`:\n\n![samples of {gen_dir}]({names[gen_dir]})\n")
+    else:
+        names = {}
+    # Grids of generators no longer used by these runs (an earlier report into the same folder) go.
+    for f in os.listdir(out_dir):
+        if f.startswith("generator_samples_") and f.endswith(".png") and f not in names.values():
+            os.remove(os.path.join(out_dir, f))
     path = os.path.join(out_dir, "report.md")
     atomic_write_bytes(path, "".join(parts).encode())
     return path
