@@ -8,6 +8,7 @@
     python experiments/protocols.py synthetic ... --dry-run        # print the commands only
     python experiments/protocols.py cifar --jobs 4                 # 4 runs at a time (submitit)
     python experiments/protocols.py cifar --executor slurm --jobs 8 --slurm-partition gpu
+    python experiments/protocols.py archive --out runs/protocols --to results/runs/protocols  # for git
 
 Every run has a fixed name under ``--out`` (default ``runs/protocols``). A run whose
 ``results.json`` (classifier) or ``generator.pt`` (generator) exists is skipped; one with a
@@ -349,6 +350,33 @@ def dispatch(jobs: list[Job], out: str, exe: list[str], *, executor: str = "auto
     return 1 if failed else 0
 
 
+ARCHIVED = {"results.json": "classifier", "invariance.json": None, "summary.json": "generator", "config.yaml": None,
+            "metrics.jsonl": None}
+
+
+def archive(out: str, dest: str) -> list[str]:
+    """Copy the small outputs of every finished run under ``out`` (results, invariance, generator
+    summary, resolved config, per-epoch log; no checkpoints, weights or images) to ``dest/<run>/``,
+    for committing: ``invtransfer report dest`` then rebuilds the tables without the run folders.
+    A run counts as finished when its ``results.json`` (classifier) or ``summary.json``
+    (generator) exists; an unfinished run is left out. Returns the runs copied."""
+    import shutil
+
+    done = []
+    for name in sorted(os.listdir(out)) if os.path.isdir(out) else []:
+        src = os.path.join(out, name)
+        if not any(kind and os.path.isfile(os.path.join(src, f)) for f, kind in ARCHIVED.items()):
+            continue
+        os.makedirs(os.path.join(dest, name), exist_ok=True)
+        for f in ARCHIVED:
+            if os.path.isfile(os.path.join(src, f)):
+                tmp = os.path.join(dest, name, f".{f}.tmp")
+                shutil.copyfile(os.path.join(src, f), tmp)
+                os.replace(tmp, os.path.join(dest, name, f))
+        done.append(name)
+    return done
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="protocol", required=True)
@@ -384,7 +412,14 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--gpus-per-job", type=int, default=None, help="default: 1 if this machine has a GPU")
         q.add_argument("--cpus-per-job", type=int, default=4)
         q.add_argument("--slurm-partition", default=None)
+    r = sub.add_parser("archive", help="copy finished runs' small outputs (JSON, config, log) for committing")
+    r.add_argument("--out", default="runs/protocols", help="the drivers' run folder")
+    r.add_argument("--to", default="results/runs/protocols", help="destination (committed)")
     a = p.parse_args(argv)
+    if a.protocol == "archive":
+        names = archive(a.out, a.to)
+        print(f"archived {len(names)} finished runs from {a.out} to {a.to}")
+        return 0
     if a.protocol == "synthetic":
         jobs = synthetic_jobs(a.base, a.transforms, a.instances, a.methods, a.out, a.git_on_rot, a.set,
                               a.set_generator, a.generator_config, fork=not a.no_fork)

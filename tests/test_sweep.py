@@ -151,3 +151,27 @@ def test_reproduction_script_lists_the_issues_runs_in_priority_order(tmp_path):
     assert "keep_checkpoints=[31]" in lines["fmnist-rot-lt__i0__ce_drs"]  # first listed with its GIT twin
     gtsrb_gen = lines["gen__gtsrb-lt"]
     assert "configs/generator/gtsrb_munit.yaml" in gtsrb_gen and "iterations=3000" in gtsrb_gen
+
+
+def test_archive_copies_finished_runs_small_outputs_only(tmp_path):
+    from test_report_demo import fake_run
+
+    out = tmp_path / "runs"
+    fake_run(out / "a__ce", "CE", 0, 30.0)
+    (out / "a__ce" / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    (out / "a__ce" / "checkpoint.pt").write_bytes(b"big")
+    (out / "gen").mkdir()
+    (out / "gen" / "summary.json").write_text('{"iterations": 2}')
+    (out / "gen" / "generator.pt").write_bytes(b"big")
+    (out / "running").mkdir()  # no results.json yet: left out
+    (out / "running" / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    dest = tmp_path / "results" / "runs"
+    assert protocols.main(["archive", "--out", str(out), "--to", str(dest)]) == 0
+    assert sorted(os.listdir(dest)) == ["a__ce", "gen"]
+    assert sorted(os.listdir(dest / "a__ce")) == ["metrics.jsonl", "results.json"]
+    assert os.listdir(dest / "gen") == ["summary.json"]
+    assert (dest / "a__ce" / "results.json").read_bytes() == (out / "a__ce" / "results.json").read_bytes()
+    # the archive alone rebuilds the report's tables
+    from invtransfer.report import find_results, summary_rows
+    rows = summary_rows(find_results([str(dest)]))
+    assert [(r["method"], r["test_error"][0]) for r in rows] == [("CE", 30.0)]
