@@ -360,7 +360,7 @@ def archive(out: str, dest: str) -> list[str]:
     for committing: ``invtransfer report dest`` then rebuilds the tables without the run folders.
     A run counts as finished when its ``results.json`` (classifier) or ``summary.json``
     (generator) exists; an unfinished run is left out. Returns the runs copied."""
-    import shutil
+    from invtransfer.data.datasets import atomic_write_bytes
 
     done = []
     for name in sorted(os.listdir(out)) if os.path.isdir(out) else []:
@@ -370,9 +370,8 @@ def archive(out: str, dest: str) -> list[str]:
         os.makedirs(os.path.join(dest, name), exist_ok=True)
         for f in ARCHIVED:
             if os.path.isfile(os.path.join(src, f)):
-                tmp = os.path.join(dest, name, f".{f}.tmp")
-                shutil.copyfile(os.path.join(src, f), tmp)
-                os.replace(tmp, os.path.join(dest, name, f))
+                with open(os.path.join(src, f), "rb") as fh:
+                    atomic_write_bytes(os.path.join(dest, name, f), fh.read())
         done.append(name)
     return done
 

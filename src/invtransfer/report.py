@@ -248,9 +248,8 @@ def generator_grids(results: list[dict]) -> dict[str, str]:
 
 
 def grid_file_names(gen_dirs: list[str]) -> dict[str, str]:
-    """Report file name of each generator's sample grid: from the run directory's name, with a short
-    hash of its full path where two generators share a name, so a name never depends on which other
-    generators the report holds."""
+    """Report file name of each generator's sample grid: from the run directory's name (stable as
+    runs are added), with a short hash of its full path where two generators share a name."""
     base = {d: os.path.basename(os.path.normpath(d)) for d in gen_dirs}
     count = defaultdict(int)
     for b in base.values():
