@@ -69,6 +69,7 @@ def run_demo(out_dir: str = "runs/demo", data: dict | None = None, epochs: int =
 
     results, invs = [], []
     schedule = _schedule(epochs)
+
     def run_config(method: str, extra: dict) -> classifier.TrainConfig:
         return load_config(classifier.TrainConfig, os.path.join(configs, "fmnist_lt", f"{method}.yaml"),
                            dict({"data": data, "optim": schedule, "out_dir": out_dir, "name": method,

@@ -291,14 +291,12 @@ def write_report(paths: list[str], out_dir: str, title: str = "invtransfer repor
             plot_ekld_groups(group, os.path.join(out_dir, png), dataset)
             parts.append(f"\n![eKLD against class size on {dataset}, {transform}]({png})\n")
     grids = generator_grids(results)
+    names = grid_file_names(list(grids))
     if grids:
         parts.append("\nGenerators used by GIT runs (per row: a held-out image, its reconstruction, random styles):\n")
-        names = grid_file_names(list(grids))
-        for gen_dir, png in grids.items():
-            shutil.copyfile(png, os.path.join(out_dir, names[gen_dir]))
-            parts.append(f"\n`{gen_dir}`:\n\n![samples of {gen_dir}]({names[gen_dir]})\n")
-    else:
-        names = {}
+    for gen_dir, png in grids.items():
+        shutil.copyfile(png, os.path.join(out_dir, names[gen_dir]))
+        parts.append(f"\n`{gen_dir}`:\n\n![samples of {gen_dir}]({names[gen_dir]})\n")
     # Grids of generators no longer used by these runs (an earlier report into the same folder) go.
     for f in os.listdir(out_dir):
         if f.startswith("generator_samples_") and f.endswith(".png") and f not in names.values():
