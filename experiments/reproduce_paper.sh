@@ -15,6 +15,7 @@
 # Then one report of everything: $OUT/report/report.md.
 #
 # Usage: [DRY_RUN=1] [ITEMS="1 2 3"] [JOBS=2] [CPUS_PER_JOB=1] [OUT=runs/protocols] [CIFAR_GEN_ITERATIONS=8750]
+#        [GEN_CHECKPOINT_EVERY=1000]
 #        experiments/reproduce_paper.sh
 # (data root from $INVTRANSFER_DATA; on a 2-core machine keep OMP_NUM_THREADS=1 and JOBS=2)
 set -euo pipefail
@@ -28,8 +29,12 @@ dry=(); [[ -n "${DRY_RUN:-}" ]] && dry=(--dry-run)  # print the commands only
 drive() { "$py" experiments/protocols.py "$@" --out "$out" --executor local --jobs "$jobs" --cpus-per-job "$cpus" \
   "${dry[@]}"; }
 small=configs/generator/fmnist_munit_small.yaml
-gen_set=()
-[[ -n "${CIFAR_GEN_ITERATIONS:-}" ]] && gen_set=(--set-generator "iterations=$CIFAR_GEN_ITERATIONS")
+gen_over=()
+[[ -n "${CIFAR_GEN_ITERATIONS:-}" ]] && gen_over+=("iterations=$CIFAR_GEN_ITERATIONS")
+# on a CPU an iteration of the paper MUNIT takes seconds: checkpoint more often than the preset's
+# 1000 so that an interrupted session loses minutes, not hours (a resume-free key)
+[[ -n "${GEN_CHECKPOINT_EVERY:-}" ]] && gen_over+=("checkpoint_every=$GEN_CHECKPOINT_EVERY")
+gen_set=(); (( ${#gen_over[@]} )) && gen_set=(--set-generator "${gen_over[@]}")
 status=0
 for item in ${ITEMS:-1 2 3}; do
   case $item in
