@@ -14,8 +14,10 @@ Every run has a fixed name under ``--out`` (default ``runs/protocols``). A run w
 ``results.json`` (classifier) or ``generator.pt`` (generator) exists is skipped; one with a
 checkpoint is resumed (``resume=true``); anything else starts fresh. So the same command can be
 re-run after an interruption and continues where it stopped. After a classifier finishes, its
-invariance is measured (true transform on synthetic data) into its ``invariance.json``, and a
-report of everything under ``--out`` is written to ``--out/report``.
+invariance is measured into its ``invariance.json``: under the true transform on synthetic data;
+on CIFAR-LT and GTSRB-LT, where no true nuisance exists, under the protocol's generator, for the
+GIT run and (a "measure" job once both have finished) its plain twin. Finally a report of
+everything under ``--out`` is written to ``--out/report``.
 
 Dispatch (``--executor``): through submitit (``pip install 'invtransfer[sweep]'``): ``local``
 runs ``--jobs`` runs at a time as local processes (GPUs handed out round robin), ``slurm``
@@ -23,7 +25,8 @@ submits SLURM job arrays (``--jobs`` = array parallelism; a preempted or timed-o
 its run cleanly, which saves a checkpoint, and requeues itself to resume it), ``auto`` (the
 default) picks slurm where ``sbatch`` exists, else local. Each job goes out as soon as what it
 needs exists: a GIT run waits for its generator and for the checkpoint it starts from (below).
-``sequential``, or no submitit installed, runs the jobs one after another in this process. Job logs: ``--out/submitit/``.
+``sequential``, or no submitit installed, runs the jobs one after another in this process. Job
+logs: ``--out/submitit/``.
 
 Synthetic protocol (SPEC §2, §5): per transform and dataset instance, one generator (BG and DIL;
 ROT only with ``--git-on-rot``), then CE, CE+DRS, CE+DRS+GIT (where a generator exists) and the
@@ -51,18 +54,27 @@ GENERATOR_CONFIGS = {"fmnist": "configs/generator/fmnist_munit.yaml", "k49": "co
                      "cifar10-lt": "configs/generator/cifar10_munit.yaml",
                      "cifar100-lt": "configs/generator/cifar10_munit.yaml",
                      "gtsrb-lt": "configs/generator/gtsrb_munit.yaml"}
+# eKLD under a paper-architecture generator (CIFAR/GTSRB protocol): 40 test images per class x 20
+# draws instead of the synthetic protocol's 100 draws. Each draw is a MUNIT decode (about 30-90
+# images/s on a CPU), and GTSRB has 43 classes: 100 draws would be 172k decodes, hours of a core.
+GENERATOR_EKLD = ["--images-per-class", "40", "--draws", "20"]
 
 
 @dataclass
 class Job:
     """One ``invtransfer`` command with a fixed run directory."""
 
-    kind: str  # "classifier" or "generator"
+    kind: str  # "classifier", "generator" or "measure" (a command on finished runs, no run of its own)
     name: str
     args: list[str]
     after: list[list[str]] = field(default_factory=list)  # commands run once the job has finished
-    needs: str | None = None  # name of the (generator) job that must have finished first
+    needs: str | list[str] | None = None  # name(s) of the jobs that must have finished first
     fork: tuple[str, int] | None = None  # (job, epoch): start from that job's checkpoint after `epoch` epochs
+    marker: str | None = None  # "measure" jobs: the file, relative to --out, whose existence means done
+
+    @property
+    def needed(self) -> list[str]:
+        return [] if self.needs is None else [self.needs] if isinstance(self.needs, str) else list(self.needs)
 
     def run_dir(self, out: str) -> str:
         return os.path.join(out, self.name)
@@ -74,17 +86,21 @@ class Job:
         """Whether the job can start now: its generator has finished and, when it starts from
         another run's checkpoint, that checkpoint exists or will never exist (that run finished,
         failed, or passed the epoch without keeping it); then it trains from scratch."""
-        if self.needs is not None and not (self.needs in by_name and by_name[self.needs].done(out)):
-            return False
+        if not all(n in by_name and by_name[n].done(out) and n not in active for n in self.needed):
+            return False  # (a job still running may have written its marker but not yet all it writes)
         if not self.fork or os.path.isfile(self.fork_checkpoint(out)) or self.fork[0] not in active:
             return True
         return _logged_epochs(os.path.join(out, self.fork[0])) >= self.fork[1]
 
     def done(self, out: str) -> bool:
+        if self.kind == "measure":
+            return os.path.isfile(os.path.join(out, self.marker))
         marker = "results.json" if self.kind == "classifier" else "generator.pt"
         return os.path.isfile(os.path.join(self.run_dir(out), marker))
 
     def command(self, out: str, exe: list[str]) -> list[str]:
+        if self.kind == "measure":
+            return exe + self.args
         ck = "checkpoint.pt" if self.kind == "classifier" else "state.pt"
         resume = os.path.isfile(os.path.join(self.run_dir(out), ck))
         extra = [f"out_dir={out}", f"name={self.name}", "quiet=true",
@@ -124,6 +140,17 @@ def link_forks(jobs: list[Job]) -> None:
     from invtransfer.config import diff_configs, load_config, to_dict
     from invtransfer.train.classifier import TrainConfig
 
+    def fork_epoch(git_yaml: str, git_args: list[str], plain: Job) -> int | None:
+        try:
+            cfg = load_config(TrainConfig, git_yaml, git_args)
+            twin_cfg = load_config(TrainConfig, plain.args[1], plain.args[2:])
+        except Exception:  # noqa: BLE001 - a config the run itself will reject with its own message
+            return None
+        differ = diff_configs(to_dict(cfg), to_dict(twin_cfg))
+        if cfg.git_start is None or any(not k.startswith(("git.", "method")) for k in differ):
+            return None
+        return cfg.git_start
+
     by_name = {j.name: j for j in jobs}
     for job in jobs:
         if job.kind != "classifier" or len(job.args) < 2 or not job.args[1].endswith("_git.yaml"):
@@ -132,16 +159,21 @@ def link_forks(jobs: list[Job]) -> None:
         twin = by_name.get(job.name.replace(f"__{m}", f"__{m[:-len('_git')]}"))
         if twin is None or twin.args[1] != job.args[1].replace("_git.yaml", ".yaml"):
             continue
-        try:
-            cfg = load_config(TrainConfig, job.args[1], job.args[2:])
-            twin_cfg = load_config(TrainConfig, twin.args[1], twin.args[2:])
-        except Exception:  # noqa: BLE001 - a config the run itself will reject with its own message
+        start = fork_epoch(job.args[1], job.args[2:], twin)
+        if start is not None:
+            job.fork = (twin.name, start)
+            twin.args = twin.args + [f"keep_checkpoints=[{start}]"]
+    # A plain run whose GIT preset exists but is not in this call still keeps the checkpoint a GIT
+    # run would start from, so that GIT can be trained later (a separate call) without those epochs.
+    for job in jobs:
+        if job.kind != "classifier" or len(job.args) < 2 or job.args[1].endswith("_git.yaml") or any(
+                a.startswith("keep_checkpoints=") for a in job.args):
             continue
-        differ = diff_configs(to_dict(cfg), to_dict(twin_cfg))
-        if cfg.git_start is None or any(not k.startswith(("git.", "method")) for k in differ):
-            continue
-        job.fork = (twin.name, cfg.git_start)
-        twin.args = twin.args + [f"keep_checkpoints=[{cfg.git_start}]"]
+        git_yaml = job.args[1][:-len(".yaml")] + "_git.yaml"
+        if os.path.isfile(git_yaml):
+            start = fork_epoch(git_yaml, job.args[2:] + ["git.generator=generator.pt"], job)
+            if start is not None:
+                job.args = job.args + [f"keep_checkpoints=[{start}]"]
 
 
 def synthetic_jobs(base: str, transforms: list[str], instances: list[int], methods: list[str], out: str,
@@ -187,9 +219,17 @@ def cifar_jobs(dataset: str, methods: list[str], seeds: list[int], out: str, ext
             if m.endswith("_git"):
                 args.append(f"git.generator={os.path.join(out, gen_name)}")
             after = [["invariance", os.path.join(out, f"{dataset}__{m}__s{s}"), "--transform",
-                      f"generator:{os.path.join(out, gen_name)}"]] if m.endswith("_git") else []
+                      f"generator:{os.path.join(out, gen_name)}", *GENERATOR_EKLD]] if m.endswith("_git") else []
             jobs.append(Job("classifier", f"{dataset}__{m}__s{s}", args, after=after,
                             needs=gen_name if m.endswith("_git") else None))
+            plain = f"{dataset}__{m[:-len('_git')]}__s{s}"
+            if m.endswith("_git") and m[:-len("_git")] in methods:
+                # the plain twin's eKLD under the same generator (GIT's is measured after it finishes),
+                # so that tail invariance can be compared; it needs both runs to have finished
+                jobs.append(Job("measure", f"{plain}__ekld", ["invariance", os.path.join(out, plain), "--transform",
+                                                              f"generator:{os.path.join(out, gen_name)}",
+                                                              *GENERATOR_EKLD],
+                                needs=[gen_name, plain], marker=os.path.join(plain, "invariance.json")))
     if fork:
         link_forks(jobs)
     return jobs
@@ -302,10 +342,12 @@ def dispatch(jobs: list[Job], out: str, exe: list[str], *, executor: str = "auto
     next_gpu = 0
     while pending or running:
         active = {j.name for j in pending} | {j.name for j, _ in running}
-        for job in [j for j in pending if j.needs is not None and not by_name.get(j.needs, j).done(out)
-                    and (j.needs in failed or j.needs not in active)]:
-            print(f"[fail] {job.name}: its generator {job.needs} did not finish", flush=True)
-            failed.add(job.name)
+        for job in pending:
+            lost = [n for n in job.needed if not (n in by_name and by_name[n].done(out))
+                    and (n in failed or n not in active)]
+            if lost:
+                print(f"[fail] {job.name}: it needs {', '.join(lost)}, which did not finish", flush=True)
+                failed.add(job.name)
         pending = [j for j in pending if j.name not in failed]
         ready = [j for j in pending if j.ready(out, by_name, active)]
         if ex.cluster == "slurm" and ready:  # one job array per batch of ready jobs

@@ -64,16 +64,25 @@ def test_git_run_starts_from_its_plain_twins_checkpoint(tmp_path, capsys):
     (tmp_path / "cls_git.yaml").write_text("base: cls.yaml\ngit: {gen_frac: 0.5}\n")
     out = str(tmp_path / "sweep")
     git_args = ["train", str(tmp_path / "cls_git.yaml"), f"git.generator={os.path.join(out, 'gen')}"]
-    jobs = [protocols.Job("generator", "gen", ["train-generator", gen]),
+    measure = ["invariance", os.path.join(out, "d__cls"), "--transform", f"generator:{os.path.join(out, 'gen')}",
+               "--images-per-class", "2", "--draws", "2"]
+    jobs = [protocols.Job("measure", "d__cls__ekld", measure, needs=["gen", "d__cls"],  # first: must wait for both
+                          marker=os.path.join("d__cls", "invariance.json")),
+            protocols.Job("generator", "gen", ["train-generator", gen]),
             protocols.Job("classifier", "d__cls_git", git_args, needs="gen"),  # listed first: must still wait
             protocols.Job("classifier", "d__cls", ["train", cls])]
     protocols.link_forks(jobs)
-    assert jobs[1].fork == ("d__cls", 1)  # E1 = 0, GIT from epoch 1
-    assert jobs[2].args[-1] == "keep_checkpoints=[1]"
+    assert jobs[2].fork == ("d__cls", 1)  # E1 = 0, GIT from epoch 1
+    assert jobs[3].args[-1] == "keep_checkpoints=[1]"
     kw = {"executor": "local", "parallel": 3, "gpus_per_job": 0, "timeout_min": 10, "poll_s": 0.5, "report": False}
     assert protocols.dispatch(jobs, out, [sys.executable, "-m", "invtransfer"], **kw) == 0
     log = capsys.readouterr().out
     assert log.index("[submit] d__cls ") < log.index("[submit] d__cls_git")
+    # the plain run's eKLD under the generator, measured once the generator and the run had finished
+    assert log.index("[done] gen") < log.index("[submit] d__cls__ekld")
+    assert log.index("[done] d__cls\n") < log.index("[submit] d__cls__ekld")
+    inv = json.loads(open(os.path.join(out, "d__cls", "invariance.json")).read())
+    assert "generator" in json.dumps(inv)
     res = json.loads(open(os.path.join(out, "d__cls_git", "results.json")).read())
     assert res["method"] == "CE+DRS+GIT"
     assert res["started_from"]["epoch"] == 1
@@ -82,7 +91,9 @@ def test_git_run_starts_from_its_plain_twins_checkpoint(tmp_path, capsys):
     other = [protocols.Job("classifier", "d__cls_git", git_args + ["optim.lr=0.05"], needs="gen"),
              protocols.Job("classifier", "d__cls", ["train", cls])]
     protocols.link_forks(other)
-    assert other[0].fork is None and other[1].args == ["train", cls]
+    assert other[0].fork is None
+    # ... though the plain run still keeps the checkpoint its own GIT preset (cls_git.yaml) would start from
+    assert other[1].args == ["train", cls, "keep_checkpoints=[1]"]
 
 
 def test_failed_generator_blocks_its_git_runs(tmp_path, capsys):
@@ -94,7 +105,7 @@ def test_failed_generator_blocks_its_git_runs(tmp_path, capsys):
     rc = protocols.dispatch(jobs, out, [sys.executable, "-m", "invtransfer"], executor="local", parallel=2,
                             gpus_per_job=0, timeout_min=5, poll_s=0.5, report=False)
     log = capsys.readouterr().out
-    assert rc == 1 and "[fail] gen" in log and "[fail] git: its generator gen did not finish" in log
+    assert rc == 1 and "[fail] gen" in log and "[fail] git: it needs gen, which did not finish" in log
     assert not os.path.exists(os.path.join(out, "git"))
 
 
@@ -126,6 +137,27 @@ def test_synthetic_protocol_job_list():
     assert default[0].args[1] == protocols.GENERATOR_CONFIGS["fmnist"]
 
 
+def test_cifar_protocol_job_list():
+    jobs = protocols.cifar_jobs("gtsrb-lt", ["ce_drs", "ce_drs_git"], [0], "out", [])
+    assert [j.name for j in jobs] == ["gen__gtsrb-lt", "gtsrb-lt__ce_drs__s0", "gtsrb-lt__ce_drs_git__s0",
+                                      "gtsrb-lt__ce_drs__s0__ekld"]
+    gen, plain, git, measure = jobs
+    assert git.fork == (plain.name, 161) and "keep_checkpoints=[161]" in plain.args
+    assert git.after == [["invariance", os.path.join("out", git.name), "--transform", "generator:out/gen__gtsrb-lt",
+                          *protocols.GENERATOR_EKLD]]
+    # the plain run is measured under the same generator, with the same settings, once both finished
+    assert measure.kind == "measure" and measure.needed == [gen.name, plain.name]
+    assert measure.args == ["invariance", os.path.join("out", plain.name), "--transform",
+                            "generator:out/gen__gtsrb-lt", *protocols.GENERATOR_EKLD]
+    assert not measure.done("out") and measure.command("out", ["x"]) == ["x", *measure.args]
+    # the plain run alone (GIT trained later, in another call) still keeps GIT's starting checkpoint
+    alone = protocols.cifar_jobs("gtsrb-lt", ["ce_drs"], [0], "out", [])
+    assert [j.name for j in alone] == ["gtsrb-lt__ce_drs__s0"] and alone[0].args == plain.args
+    # a method without a GIT preset keeps nothing extra
+    ce = protocols.cifar_jobs("cifar10-lt", ["ce"], [0], "out", [])
+    assert not any(a.startswith("keep_checkpoints") for a in ce[0].args)
+
+
 def test_reproduction_script_lists_the_issues_runs_in_priority_order(tmp_path):
     import subprocess
 
@@ -134,7 +166,8 @@ def test_reproduction_script_lists_the_issues_runs_in_priority_order(tmp_path):
     out = subprocess.run(["bash", os.path.join(root, "experiments", "reproduce_paper.sh")], env=env, cwd=root,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    runs = [ln.split(" name=")[1].split()[0] for ln in out.stdout.splitlines() if ln.startswith("[run]")]
+    runs = [ln.split(" name=")[1].split()[0] for ln in out.stdout.splitlines()
+            if ln.startswith("[run]") and " name=" in ln]
     for t in ("dil", "bg"):
         for i in range(3):
             assert {f"gen__fmnist-{t}-lt__i{i}", f"fmnist-{t}-lt__i{i}__ce_drs", f"fmnist-{t}-lt__i{i}__ce_drs_git",
@@ -145,10 +178,13 @@ def test_reproduction_script_lists_the_issues_runs_in_priority_order(tmp_path):
         "gtsrb-lt__ce_drs__s0")
     lines = {}
     for ln in out.stdout.splitlines():
-        if ln.startswith("[run]"):  # a real run skips the later listing of a finished run
+        if ln.startswith("[run]") and " name=" in ln:  # a real run skips the later listing of a finished run
             lines.setdefault(ln.split(" name=")[1].split()[0], ln)
     assert "keep_checkpoints=[161]" in lines["cifar10-lt__ce_drs__s0"]  # the CIFAR schedule's E1 = 160
     assert "keep_checkpoints=[31]" in lines["fmnist-rot-lt__i0__ce_drs"]  # first listed with its GIT twin
+    measures = [ln for ln in out.stdout.splitlines() if ln.startswith("[run]") and " invariance " in ln]
+    assert [ln.split(" invariance ")[1].split()[0] for ln in measures] == [
+        os.path.join(str(tmp_path), "cifar10-lt__ce_drs__s0"), os.path.join(str(tmp_path), "gtsrb-lt__ce_drs__s0")]
     gtsrb_gen = lines["gen__gtsrb-lt"]
     assert "configs/generator/gtsrb_munit.yaml" in gtsrb_gen and "iterations=3000" in gtsrb_gen
 
