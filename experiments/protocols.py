@@ -83,7 +83,7 @@ class Job:
         return os.path.join(out, self.fork[0], f"checkpoint_e{self.fork[1]}.pt") if self.fork else None
 
     def ready(self, out: str, by_name: dict, active: set) -> bool:
-        """Whether the job can start now: its generator has finished and, when it starts from
+        """Whether the job can start now: what it needs has finished and, when it starts from
         another run's checkpoint, that checkpoint exists or will never exist (that run finished,
         failed, or passed the epoch without keeping it); then it trains from scratch."""
         if not all(n in by_name and by_name[n].done(out) and n not in active for n in self.needed):
@@ -213,23 +213,23 @@ def cifar_jobs(dataset: str, methods: list[str], seeds: list[int], out: str, ext
     if any(m.endswith("_git") for m in methods):
         jobs.append(Job("generator", gen_name, ["train-generator", gen_config or GENERATOR_CONFIGS[dataset],
                                                 f"data.name={dataset}", *gen_extra]))
+    gen_dir = os.path.join(out, gen_name)
+
+    def ekld(run: str) -> list[str]:  # eKLD under the protocol's generator, the only nuisance model here
+        return ["invariance", os.path.join(out, run), "--transform", f"generator:{gen_dir}", *GENERATOR_EKLD]
+
     for s in seeds:
         for m in methods:
-            args = ["train", f"{cdir}/{m}.yaml", f"seed={s}", *extra]
-            if m.endswith("_git"):
-                args.append(f"git.generator={os.path.join(out, gen_name)}")
-            after = [["invariance", os.path.join(out, f"{dataset}__{m}__s{s}"), "--transform",
-                      f"generator:{os.path.join(out, gen_name)}", *GENERATOR_EKLD]] if m.endswith("_git") else []
-            jobs.append(Job("classifier", f"{dataset}__{m}__s{s}", args, after=after,
-                            needs=gen_name if m.endswith("_git") else None))
+            name, args = f"{dataset}__{m}__s{s}", ["train", f"{cdir}/{m}.yaml", f"seed={s}", *extra]
+            if not m.endswith("_git"):
+                jobs.append(Job("classifier", name, args))
+                continue
+            jobs.append(Job("classifier", name, [*args, f"git.generator={gen_dir}"], after=[ekld(name)],
+                            needs=gen_name))
             plain = f"{dataset}__{m[:-len('_git')]}__s{s}"
-            if m.endswith("_git") and m[:-len("_git")] in methods:
-                # the plain twin's eKLD under the same generator (GIT's is measured after it finishes),
-                # so that tail invariance can be compared; it needs both runs to have finished
-                jobs.append(Job("measure", f"{plain}__ekld", ["invariance", os.path.join(out, plain), "--transform",
-                                                              f"generator:{os.path.join(out, gen_name)}",
-                                                              *GENERATOR_EKLD],
-                                needs=[gen_name, plain], marker=os.path.join(plain, "invariance.json")))
+            if m[:-len("_git")] in methods:  # the plain twin measured the same way, once both have finished
+                jobs.append(Job("measure", f"{plain}__ekld", ekld(plain), needs=[gen_name, plain],
+                                marker=os.path.join(plain, "invariance.json")))
     if fork:
         link_forks(jobs)
     return jobs
