@@ -137,3 +137,21 @@ def test_data_cli_json_and_preview(tiny_npz, tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert cli.main(["data", "cifar10lt"]) == 2
     assert "Did you mean 'cifar10-lt'" in capsys.readouterr().err
+
+
+def test_gtsrb_lt_draws_each_class_across_its_tracks(tmp_path):
+    # GTSRB's official training set is stored as tracks of 30 consecutive frames of one sign; the
+    # preset must not take a class's first n frames (its smallest classes would be half a track)
+    rng = np.random.default_rng(0)
+    sizes = [1600 - 20 * c for c in range(43)]
+    y = np.concatenate([np.full(n, c, dtype=np.int64) for c, n in enumerate(sizes)])
+    track = np.concatenate([np.arange(n) // 30 for n in sizes])  # stored track by track, as GTSRB is
+    x = rng.integers(0, 256, (len(y), 4, 4, 3), dtype=np.uint8)
+    x[:, 0, 0, 0] = track
+    np.savez(tmp_path / "gtsrb32.npz", x_train=x, y_train=y, x_test=x[:43], y_test=np.arange(43))
+    ds = datasets.build_dataset({"name": "gtsrb-lt", "data_root": str(tmp_path)}, use_cache=False)
+    assert ds.train_class_counts[:2] == [1500, 641] and min(ds.train_class_counts) == 15
+    smallest = ds.y_train == int(np.argmin(np.bincount(ds.y_train, minlength=43)))
+    assert len(np.unique(ds.x_train[smallest][:, 0, 0, 0])) >= 10  # first-n: 1 track
+    again = datasets.build_dataset({"name": "gtsrb-lt", "data_root": str(tmp_path)}, use_cache=False)
+    assert np.array_equal(again.x_train, ds.x_train)  # seeded
