@@ -162,7 +162,8 @@ def test_reproduction_script_lists_the_issues_runs_in_priority_order(tmp_path):
     import subprocess
 
     root = os.path.join(os.path.dirname(__file__), "..")
-    env = dict(os.environ, DRY_RUN="1", OUT=str(tmp_path), PYTHON=sys.executable, CIFAR_GEN_ITERATIONS="3000")
+    env = dict(os.environ, DRY_RUN="1", OUT=str(tmp_path), PYTHON=sys.executable, CIFAR_GEN_ITERATIONS="3000",
+               GEN_CHECKPOINT_EVERY="40")
     out = subprocess.run(["bash", os.path.join(root, "experiments", "reproduce_paper.sh")], env=env, cwd=root,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -187,6 +188,8 @@ def test_reproduction_script_lists_the_issues_runs_in_priority_order(tmp_path):
         os.path.join(str(tmp_path), "cifar10-lt__ce_drs__s0"), os.path.join(str(tmp_path), "gtsrb-lt__ce_drs__s0")]
     gtsrb_gen = lines["gen__gtsrb-lt"]
     assert "configs/generator/gtsrb_munit.yaml" in gtsrb_gen and "iterations=3000" in gtsrb_gen
+    assert "checkpoint_every=40" in gtsrb_gen and "checkpoint_every=40" in lines["gen__cifar10-lt"]
+    assert "checkpoint_every" not in lines["gen__fmnist-dil-lt__i0"]  # the CIFAR-sized generators only
 
 
 def test_archive_copies_finished_runs_small_outputs_only(tmp_path):
