@@ -16,7 +16,8 @@ checkpoint is resumed (``resume=true``); anything else starts fresh. So the same
 re-run after an interruption and continues where it stopped. After a classifier finishes, its
 invariance is measured into its ``invariance.json``: under the true transform on synthetic data;
 on CIFAR-LT and GTSRB-LT, where no true nuisance exists, under the protocol's generator, for the
-GIT run and (a "measure" job once both have finished) its plain twin. Finally a report of
+GIT run and (a "measure" job once both have finished) its plain twin. A run whose measurement
+was interrupted counts as unfinished: the next invocation measures it without retraining. Finally a report of
 everything under ``--out`` is written to ``--out/report``.
 
 Dispatch (``--executor``): through submitit (``pip install 'invtransfer[sweep]'``): ``local``
@@ -71,6 +72,7 @@ class Job:
     needs: str | list[str] | None = None  # name(s) of the jobs that must have finished first
     fork: tuple[str, int] | None = None  # (job, epoch): start from that job's checkpoint after `epoch` epochs
     marker: str | None = None  # "measure" jobs: the file, relative to --out, whose existence means done
+    after_marker: str | None = None  # file, relative to the run directory, that the `after` commands write
 
     @property
     def needed(self) -> list[str]:
@@ -86,17 +88,39 @@ class Job:
         """Whether the job can start now: what it needs has finished and, when it starts from
         another run's checkpoint, that checkpoint exists or will never exist (that run finished,
         failed, or passed the epoch without keeping it); then it trains from scratch."""
-        if not all(n in by_name and by_name[n].done(out) and n not in active for n in self.needed):
+        if not all(n in by_name and by_name[n].trained(out) and n not in active for n in self.needed):
             return False  # (a job still running may have written its marker but not yet all it writes)
         if not self.fork or os.path.isfile(self.fork_checkpoint(out)) or self.fork[0] not in active:
             return True
         return _logged_epochs(os.path.join(out, self.fork[0])) >= self.fork[1]
 
-    def done(self, out: str) -> bool:
+    def trained(self, out: str) -> bool:
+        """Whether the run itself has finished (what other jobs need), its `after` commands aside."""
         if self.kind == "measure":
             return os.path.isfile(os.path.join(out, self.marker))
         marker = "results.json" if self.kind == "classifier" else "generator.pt"
         return os.path.isfile(os.path.join(self.run_dir(out), marker))
+
+    def done(self, out: str) -> bool:
+        """Trained and, when it has `after` commands, their output written: a run whose measurement
+        was interrupted is not skipped; the next invocation runs only the measurement."""
+        if not self.trained(out):
+            return False
+        return not (self.after and self.after_marker) or os.path.isfile(os.path.join(self.run_dir(out),
+                                                                                      self.after_marker))
+
+    def run(self, out: str, exe: list[str], popen=subprocess.Popen) -> int:
+        """Train (resuming or starting as :meth:`command` decides) unless trained already, then run
+        the `after` commands. Returns the training's exit status (0 when it was trained before)."""
+        if not self.trained(out):
+            cmd = self.command(out, exe)
+            print("[run] " + " ".join(cmd), flush=True)
+            rc = popen(cmd).wait()
+            if rc != 0:
+                return rc
+        for after in self.after:
+            subprocess.run(exe + after)
+        return 0
 
     def command(self, out: str, exe: list[str]) -> list[str]:
         if self.kind == "measure":
@@ -198,7 +222,7 @@ def synthetic_jobs(base: str, transforms: list[str], instances: list[int], metho
                 if m == "ce_drs_git":
                     args.append(f"git.generator={os.path.join(out, gen_name)}")
                 inv = ["invariance", os.path.join(out, name), "--transform", t]
-                jobs.append(Job("classifier", name, args, after=[inv],
+                jobs.append(Job("classifier", name, args, after=[inv], after_marker="invariance.json",
                                 needs=gen_name if m == "ce_drs_git" else None))
     if fork:
         link_forks(jobs)
@@ -224,7 +248,7 @@ def cifar_jobs(dataset: str, methods: list[str], seeds: list[int], out: str, ext
             if not m.endswith("_git"):
                 jobs.append(Job("classifier", name, args))
                 continue
-            jobs.append(Job("classifier", name, [*args, f"git.generator={gen_dir}"], after=[ekld(name)],
+            jobs.append(Job("classifier", name, [*args, f"git.generator={gen_dir}"], after=[ekld(name)], after_marker="invariance.json",
                             needs=gen_name))
             plain = f"{dataset}__{m[:-len('_git')]}__s{s}"
             if m[:-len("_git")] in methods:  # the plain twin measured the same way, once both have finished
@@ -241,23 +265,19 @@ def run_jobs(jobs: list[Job], out: str, exe: list[str], dry_run: bool) -> int:
         if job.done(out):
             print(f"[skip] {job.name} (finished)", flush=True)
             continue
-        cmd = job.command(out, exe)
-        print("[run] " + " ".join(cmd), flush=True)
         if dry_run:
+            print("[run] " + " ".join(job.command(out, exe)), flush=True)
             continue
-        if subprocess.run(cmd).returncode != 0:
+        if job.run(out, exe) != 0:
             print(f"[fail] {job.name}; re-run this driver to resume it", flush=True)
             failures += 1
-            continue
-        for after in job.after:
-            subprocess.run(exe + after)
     if not dry_run:
         write_report(jobs, out, exe)
     return 1 if failures else 0
 
 
 def write_report(jobs: list[Job], out: str, exe: list[str]) -> None:
-    if any(j.done(out) and j.kind == "classifier" for j in jobs):
+    if any(j.trained(out) and j.kind == "classifier" for j in jobs):
         subprocess.run(exe + ["report", out, "--out", os.path.join(out, "report")])
 
 
@@ -276,15 +296,16 @@ class JobRunner:
     def __call__(self) -> str:
         if self.job.done(self.out):
             return "finished before"
-        cmd = self.job.command(self.out, self.exe)
-        print("[run] " + " ".join(cmd), flush=True)
-        self._proc = subprocess.Popen(cmd)
-        rc = self._proc.wait()
+
+        def popen(cmd):
+            self._proc = subprocess.Popen(cmd)
+            return self._proc
+
+        rc = self.job.run(self.out, self.exe, popen)
         self._proc = None
         if rc != 0:
-            raise RuntimeError(f"{self.job.name}: {' '.join(cmd)} exited with status {rc}")
-        for after in self.job.after:
-            subprocess.run(self.exe + after)
+            raise RuntimeError(f"{self.job.name}: {' '.join(self.job.command(self.out, self.exe))} exited with "
+                               f"status {rc}")
         return "finished"
 
     def checkpoint(self, *args, **kwargs):  # noqa: ARG002 - submitit's requeue hook
@@ -343,7 +364,7 @@ def dispatch(jobs: list[Job], out: str, exe: list[str], *, executor: str = "auto
     while pending or running:
         active = {j.name for j in pending} | {j.name for j, _ in running}
         for job in pending:
-            lost = [n for n in job.needed if not (n in by_name and by_name[n].done(out))
+            lost = [n for n in job.needed if not (n in by_name and by_name[n].trained(out))
                     and (n in failed or n not in active)]
             if lost:
                 print(f"[fail] {job.name}: it needs {', '.join(lost)}, which did not finish", flush=True)

@@ -214,3 +214,38 @@ def test_archive_copies_finished_runs_small_outputs_only(tmp_path):
     from invtransfer.report import find_results, summary_rows
     rows = summary_rows(find_results([str(dest)]))
     assert [(r["method"], r["test_error"][0]) for r in rows] == [("CE", 30.0)]
+
+
+def test_an_interrupted_measurement_is_run_again_without_retraining(tmp_path, capsys):
+    """A classifier whose training finished but whose `after` measurement (eKLD) was cut off must
+    not count as finished: the next invocation runs the measurement only, then skips the job."""
+    out, calls = tmp_path / "out", tmp_path / "calls.txt"
+    fake = tmp_path / "fake_invtransfer.py"  # records each command; `invariance RUN` writes RUN/invariance.json
+    fake.write_text("import os, sys\n"
+                    f"open({str(calls)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n"
+                    "if sys.argv[1] == 'invariance':\n"
+                    "    open(os.path.join(sys.argv[2], 'invariance.json'), 'w').write('{}')\n")
+    exe = [sys.executable, str(fake)]
+    jobs = protocols.cifar_jobs("gtsrb-lt", ["ce_drs", "ce_drs_git"], [0], str(out), [])
+    gen, plain, git, measure = jobs
+    for job in (gen, plain, git):  # all three trained; the GIT run's eKLD was interrupted
+        os.makedirs(job.run_dir(str(out)))
+        open(os.path.join(job.run_dir(str(out)), "generator.pt" if job is gen else "results.json"), "w").close()
+    open(os.path.join(plain.run_dir(str(out)), "invariance.json"), "w").close()  # the plain twin's was measured
+    assert git.trained(str(out)) and not git.done(str(out)) and measure.done(str(out))
+    assert git.ready(str(out), {j.name: j for j in jobs}, set())
+
+    assert protocols.run_jobs(jobs, str(out), exe, False) == 0
+    lines = calls.read_text().splitlines()
+    assert [ln.split()[0] for ln in lines] == ["invariance", "report"]  # no training command
+    assert lines[0].split()[1] == git.run_dir(str(out)) and git.done(str(out))
+    log = capsys.readouterr().out
+    assert log.count("[skip]") == 3 and "[run]" not in log
+
+    # the submitit job body behaves the same: measured now, so nothing to do
+    calls.unlink()
+    os.remove(os.path.join(git.run_dir(str(out)), "invariance.json"))
+    assert protocols.JobRunner(git, str(out), exe)() == "finished"
+    assert [ln.split()[0] for ln in calls.read_text().splitlines()] == ["invariance"]
+    assert protocols.JobRunner(git, str(out), exe)() == "finished before"
+    assert protocols.run_jobs(jobs, str(out), exe, False) == 0 and "[skip]" in capsys.readouterr().out
