@@ -72,7 +72,7 @@ class Job:
     needs: str | list[str] | None = None  # name(s) of the jobs that must have finished first
     fork: tuple[str, int] | None = None  # (job, epoch): start from that job's checkpoint after `epoch` epochs
     marker: str | None = None  # "measure" jobs: the file, relative to --out, whose existence means done
-    after_marker: str | None = None  # file, relative to the run directory, that the `after` commands write
+    after_marker: str = "invariance.json"  # file, relative to the run directory, that `after` writes
 
     @property
     def needed(self) -> list[str]:
@@ -106,7 +106,7 @@ class Job:
         was interrupted is not skipped; the next invocation runs only the measurement."""
         if not self.trained(out):
             return False
-        return not (self.after and self.after_marker) or os.path.isfile(os.path.join(self.run_dir(out),
+        return not self.after or os.path.isfile(os.path.join(self.run_dir(out),
                                                                                       self.after_marker))
 
     def run(self, out: str, exe: list[str], popen=subprocess.Popen) -> int:
@@ -222,7 +222,7 @@ def synthetic_jobs(base: str, transforms: list[str], instances: list[int], metho
                 if m == "ce_drs_git":
                     args.append(f"git.generator={os.path.join(out, gen_name)}")
                 inv = ["invariance", os.path.join(out, name), "--transform", t]
-                jobs.append(Job("classifier", name, args, after=[inv], after_marker="invariance.json",
+                jobs.append(Job("classifier", name, args, after=[inv],
                                 needs=gen_name if m == "ce_drs_git" else None))
     if fork:
         link_forks(jobs)
@@ -248,7 +248,7 @@ def cifar_jobs(dataset: str, methods: list[str], seeds: list[int], out: str, ext
             if not m.endswith("_git"):
                 jobs.append(Job("classifier", name, args))
                 continue
-            jobs.append(Job("classifier", name, [*args, f"git.generator={gen_dir}"], after=[ekld(name)], after_marker="invariance.json",
+            jobs.append(Job("classifier", name, [*args, f"git.generator={gen_dir}"], after=[ekld(name)],
                             needs=gen_name))
             plain = f"{dataset}__{m[:-len('_git')]}__s{s}"
             if m[:-len("_git")] in methods:  # the plain twin measured the same way, once both have finished
