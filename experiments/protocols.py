@@ -106,8 +106,7 @@ class Job:
         was interrupted is not skipped; the next invocation runs only the measurement."""
         if not self.trained(out):
             return False
-        return not self.after or os.path.isfile(os.path.join(self.run_dir(out),
-                                                                                      self.after_marker))
+        return not self.after or os.path.isfile(os.path.join(self.run_dir(out), self.after_marker))
 
     def run(self, out: str, exe: list[str], popen=subprocess.Popen) -> int:
         """Train (resuming or starting as :meth:`command` decides) unless trained already, then run
