@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from scipy import stats
 
 from conftest import make_images, tiny_data_overrides
 from invtransfer import cli
-from invtransfer.config import from_dict
+from invtransfer.config import from_dict, load_config
 from invtransfer.data import batches, datasets
 from invtransfer.data.datasets import DatasetConfig
 from invtransfer.errors import InvTransferError
@@ -63,14 +64,31 @@ def test_learning_rate_halves_every_lr_step():
     assert [generator.learning_rate(cfg, i) for i in (0, 9, 10, 25)] == pytest.approx([1e-4, 1e-4, 5e-5, 2.5e-5])
 
 
+# Distinct non-default loss weights: a weight applied to the wrong term changes the total.
+ODD_WEIGHTS = {"gan_weight": 0.7, "recon_x_weight": 3.0, "recon_s_weight": 0.3, "recon_c_weight": 2.0,
+               "recon_cycle_weight": 1.5}
+WEIGHT_OF = {"loss_adv": "gan_weight", "loss_recon_x": "recon_x_weight", "loss_recon_s": "recon_s_weight",
+             "loss_recon_c": "recon_c_weight", "loss_recon_cycle": "recon_cycle_weight"}
+
+
 def test_one_iteration_changes_weights_and_keeps_losses_finite(npz16, tmp_path):
-    run = generator.GeneratorRun(tiny_cfg(npz16, tmp_path, recon_cycle_weight=1.0))
+    run = generator.GeneratorRun(tiny_cfg(npz16, tmp_path, **ODD_WEIGHTS))
     run._setup()
     before_g = {k: v.clone() for k, v in run.gen.state_dict().items()}
     before_d = {k: v.clone() for k, v in run.disc.state_dict().items()}
     terms = run.train_step(0)
     assert set(terms) == set(generator.LOSS_KEYS)
     assert all(torch.isfinite(v) for v in terms.values())
+    # the generator's objective is the weighted sum of the logged terms, each with its own weight
+    weighted = {k: ODD_WEIGHTS[w] * float(terms[k]) for k, w in WEIGHT_OF.items()}
+    assert float(terms["loss_g"]) == pytest.approx(sum(weighted.values()), rel=1e-5)
+    assert min(float(terms[k]) for k in WEIGHT_OF) > 1e-3  # every term counts, so a swap would show
+    for a in WEIGHT_OF:  # swapping any two weights moves the total by more than the tolerance
+        for b in WEIGHT_OF:
+            if a < b:
+                swapped = sum(weighted.values()) - weighted[a] - weighted[b] \
+                    + ODD_WEIGHTS[WEIGHT_OF[b]] * float(terms[a]) + ODD_WEIGHTS[WEIGHT_OF[a]] * float(terms[b])
+                assert float(terms["loss_g"]) != pytest.approx(swapped, rel=1e-4), (a, b)
     assert terms["loss_recon_x"] > 0 and terms["loss_d"] > 0
     changed = lambda a, b: sum(not torch.equal(a[k], b[k]) for k in a)  # noqa: E731
     assert changed(before_g, run.gen.state_dict()) > len(before_g) // 2
@@ -79,6 +97,136 @@ def test_one_iteration_changes_weights_and_keeps_losses_finite(npz16, tmp_path):
     assert all(p.grad is not None for p in run.gen.parameters())
     x, idx = run.batch(0)
     assert x.shape == (8, 1, 16, 16) and x.min() >= -1 and x.max() <= 1 and len(idx) == 8
+
+
+@pytest.mark.parametrize("source", ["defaults", "fmnist_munit.yaml", "fmnist_munit_small.yaml",
+                                    "cifar10_munit.yaml", "gtsrb_munit.yaml"])
+def test_defaults_are_the_papers(source):
+    """SPEC §4: losses 1 / 10 / 1 / 1 with no cycle term, Adam (0.5, 0.999) with weight decay 1e-4,
+    lr 1e-4 at batch 1 (here scaled by sqrt(batch)), halved every 100k images, MUNIT architecture."""
+    cfg = generator.GeneratorTrainConfig() if source == "defaults" else \
+        load_config(generator.GeneratorTrainConfig, os.path.join("configs", "generator", source))
+    assert (cfg.gan_weight, cfg.recon_x_weight, cfg.recon_s_weight, cfg.recon_c_weight,
+            cfg.recon_cycle_weight) == (1.0, 10.0, 1.0, 1.0, 0.0)
+    assert (cfg.beta1, cfg.beta2, cfg.weight_decay) == (0.5, 0.999, 1e-4)
+    assert cfg.lr == pytest.approx(1e-4 * cfg.batch_size ** 0.5)
+    assert cfg.lr_step * cfg.batch_size == 100_000  # the paper's 100k iterations at batch 1, in images
+    lrs = [generator.learning_rate(cfg, i) for i in (0, cfg.lr_step - 1, cfg.lr_step, 2 * cfg.lr_step)]
+    assert lrs == pytest.approx([cfg.lr, cfg.lr, cfg.lr / 2, cfg.lr / 4])  # StepLR, gamma 0.5
+    assert cfg.iterations * cfg.batch_size == (10_000 if "fmnist" in source or source == "defaults" else 140_000)
+    assert cfg.flip == (source != "gtsrb_munit.yaml")
+    if source != "fmnist_munit_small.yaml":  # the small preset narrows the networks on purpose
+        paper = {"width": 64, "n_downsample": 2, "n_res": 4, "style_dim": 8, "mlp_dim": 256, "disc_width": 64,
+                 "disc_layers": 4}
+        assert {k: getattr(cfg.arch, k) for k in paper} == paper
+
+
+def test_trainer_uses_the_configured_optimiser_and_init(npz16, tmp_path):
+    run = generator.GeneratorRun(tiny_cfg(npz16, tmp_path, arch=dict(TINY_ARCH, disc_width=16)))
+    run._setup()
+    for opt, model in ((run.opt_g, run.gen), (run.opt_d, run.disc)):
+        assert len(opt.param_groups) == 1
+        group = opt.param_groups[0]
+        assert isinstance(opt, torch.optim.Adam) and group["betas"] == (0.5, 0.999)
+        assert group["weight_decay"] == 1e-4 and not group["amsgrad"] and not group.get("decoupled_weight_decay")
+        assert group["params"] == list(model.parameters())
+    # Kaiming-normal (fan_in) generator weights, N(0, 0.02) discriminator weights, zero biases
+    # (PyTorch's own init would give std 1 / sqrt(3 fan_in) and non-zero biases).
+    block = run.gen.content_encoder.net[-1].conv1.conv  # 32 -> 32, 3x3: 9216 weights
+    assert block.weight.std().item() == pytest.approx((2 / block.weight[0].numel()) ** 0.5, rel=0.05)
+    big = run.disc.net[6].conv  # 64 -> 128, 4x4: 131072 weights
+    assert big.weight.std().item() == pytest.approx(0.02, rel=0.02)
+    for model in (run.gen, run.disc):
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                assert m.bias.abs().sum() == 0
+
+
+def test_discriminator_step_then_generator_step(npz16, tmp_path):
+    run = generator.GeneratorRun(tiny_cfg(npz16, tmp_path))
+    run._setup()
+    events, seen = [], {}
+
+    def spy(name, fn):
+        def wrapped(*args):
+            events.append(name)
+            return fn(*args)
+        return wrapped
+
+    run.d_losses, run.g_losses = spy("d_loss", run.d_losses), spy("g_loss", run.g_losses)
+
+    def before_d_step(opt, args, kwargs):
+        events.append("d_step")
+        # the fakes D saw were detached from G: D's backward left G without gradients
+        seen["g_grads_at_d_step"] = [p.grad for p in run.gen.parameters()]
+        seen["d_grads"] = [p.grad.clone() for p in run.disc.parameters()]
+
+    def before_g_step(opt, args, kwargs):
+        events.append("g_step")
+        seen["d_grads_at_g_step"] = [p.grad.clone() for p in run.disc.parameters()]
+        seen["g_grads"] = [p.grad for p in run.gen.parameters()]
+
+    run.opt_d.register_step_pre_hook(before_d_step)
+    run.opt_g.register_step_pre_hook(before_g_step)
+    run.train_step(0)
+    assert events == ["d_loss", "d_step", "g_loss", "g_step"]
+    assert all(g is None for g in seen["g_grads_at_d_step"])
+    assert all(g is not None for g in seen["g_grads"])
+    # and G's backward (through D) did not accumulate into D's gradients
+    assert all(torch.equal(a, b) for a, b in zip(seen["d_grads"], seen["d_grads_at_g_step"]))
+    assert all(p.requires_grad for p in run.disc.parameters())  # D unfrozen again after G's step
+
+
+def expected_batch(run, iteration, flip_axis=3):
+    """Both streams' images of ``iteration`` rebuilt from the seeded draws: the sampled indices, in
+    [-1, 1], with the images whose flip draw is < 0.5 mirrored along ``flip_axis`` (None: not
+    mirrored); and the flip mask (all false when the config has flip=false)."""
+    cfg, xs, flips = run.cfg, [], []
+    for stream in (generator.STREAM_A, generator.STREAM_B):
+        idx, g = generator.stream_indices(run.weights, cfg.batch_size, cfg.seed, iteration, stream)
+        x = generator.to_unit_range(torch.from_numpy(run.ds.x_train[idx.numpy()]).permute(0, 3, 1, 2))
+        flip = torch.rand(cfg.batch_size, generator=g) < 0.5 if cfg.flip else torch.zeros(cfg.batch_size, dtype=bool)
+        if flip_axis is not None:
+            x[flip] = x[flip].flip(flip_axis)
+        xs.append(x)
+        flips.append(flip)
+    return torch.cat(xs), torch.cat(flips)
+
+
+@pytest.mark.parametrize("flip", [True, False])
+def test_batch_is_the_sampled_images_with_the_drawn_flips(npz16, tmp_path, flip):
+    run = generator.GeneratorRun(tiny_cfg(npz16, tmp_path, batch_size=8, flip=flip))
+    run._setup()
+    n_flipped = 0
+    for iteration in range(3):
+        x, _ = run.batch(iteration)
+        want, flipped = expected_batch(run, iteration)
+        assert torch.equal(x, want)  # horizontal mirror (width axis) of exactly the drawn images
+        n_flipped += int(flipped.sum())
+        if flipped.any():  # the check tells the axes apart: a vertical flip, or none, gives other images
+            assert not torch.equal(x, expected_batch(run, iteration, flip_axis=2)[0])
+            assert not torch.equal(x, expected_batch(run, iteration, flip_axis=None)[0])
+    if flip:
+        assert 0 < n_flipped < 3 * 16  # both outcomes occur
+    else:
+        assert n_flipped == 0
+
+
+def test_bf16_autocast_training_step_on_cpu(npz16, tmp_path):
+    runs = {}
+    for amp in ("bf16", "off"):
+        runs[amp] = generator.GeneratorRun(tiny_cfg(npz16, tmp_path / amp, amp=amp))
+        runs[amp]._setup()
+    assert runs["bf16"].amp_dtype == torch.bfloat16 and runs["off"].amp_dtype is None
+    before = {k: v.clone() for k, v in runs["bf16"].gen.state_dict().items()}
+    terms = {amp: run.train_step(0) for amp, run in runs.items()}
+    assert all(torch.isfinite(v) and v.dtype == torch.float32 for v in terms["bf16"].values())
+    assert any(not torch.equal(v, runs["bf16"].gen.state_dict()[k]) for k, v in before.items())
+    assert all(p.dtype == torch.float32 for p in runs["bf16"].gen.parameters())  # autocast, not a cast model
+    # the same step in bf16 gives close but not identical losses (autocast was really on)
+    for k in ("loss_d", "loss_recon_x", "loss_recon_s"):
+        assert terms["bf16"][k] == pytest.approx(float(terms["off"][k]), rel=0.1), k
+    assert any(not torch.equal(terms["bf16"][k], terms["off"][k]) for k in terms["off"])
 
 
 def test_streams_are_class_balanced_and_independent(npz16):
@@ -118,6 +266,21 @@ def test_short_run_writes_every_output(npz16, tmp_path):
     assert ck["dataset"]["image_shape"] == [1, 16, 16] and len(ck["dataset"]["fingerprint"]) == 16
     assert (ck["iteration"], ck["images_seen"]) == (4, 16) == (summary["iterations"], summary["images_seen"])
     assert "discriminator" not in ck and "opt_g" not in ck
+    # the frozen generator carries its run's config and resolved architecture
+    assert ck["arch"] == {"channels": 1, "image_size": 16, "width": 8, "n_downsample": 2, "n_res": 1,
+                          "style_dim": 8, "mlp_dim": 16, "disc_width": 8, "disc_layers": 4}
+    assert (ck["config"]["batch_size"], ck["config"]["iterations"], ck["config"]["recon_cycle_weight"]) == (4, 4, 1.0)
+    assert ck["config"]["arch"] == ck["arch"] and ck["config"]["data"]["counts"] == [40, 20, 8, 4]
+    assert ck["config"]["data"]["name"] == "fmnist-bg-lt" and ck["config"]["seed"] == 0
+    rebuilt = generator.MunitGenerator(from_dict(generator.MunitArch, ck["arch"]))
+    rebuilt.load_state_dict(ck["generator"])  # strict: the architecture inside matches the weights
+    # CPU time of the training loop, next to its wall time (one thread here)
+    with open(run_dir / "summary.json") as fh:
+        assert json.load(fh) == summary
+    assert summary["cpu_time_partial"] is False
+    assert 0 < summary["cpu_time_s"] <= summary["wall_time_s"] * torch.get_num_threads() + 0.5
+    state = torch.load(run_dir / "state.pt", weights_only=True)
+    assert 0 < state["cpu_time_s"] <= summary["cpu_time_s"] and state["cpu_time_partial"] is False
     import matplotlib.pyplot as plt
     grid = plt.imread(run_dir / "samples_final.png")
     # 4 classes x (4 * 16 + 2 pad) rows; real + reconstruction + 6 styles columns (16 px cells x4)
@@ -168,10 +331,16 @@ def test_sigterm_then_resume_gives_identical_generator(npz16, tmp_path, monkeypa
     assert load_checkpoint(str(run_b / "state.pt"), "generator")["iteration"] == 3
     assert not (run_b / "generator.pt").exists()
     state = load_checkpoint(str(run_b / "state.pt"), "generator")
+    first_cpu = state["cpu_time_s"]  # the interrupted process's own CPU time
+    assert first_cpu > 0 and state["cpu_time_partial"] is False
     state["wall_time_s"] = 1000.0  # the interrupted process's time must carry over into summary.json
     atomic_save(state, str(run_b / "state.pt"))
+    cpu0 = time.process_time()
     summary = generator.train(tiny_cfg(npz16, tmp_path / "b", iterations=6, checkpoint_every=4, resume=True))
+    second_cpu = time.process_time() - cpu0  # at least the resumed loop's own CPU time
     assert 1000 < summary["wall_time_s"] < 1000 + 600
+    # CPU time is the sum over both processes: the first's plus at most the second's own
+    assert first_cpu < summary["cpu_time_s"] <= first_cpu + second_cpu and summary["cpu_time_partial"] is False
     got = load_checkpoint(str(run_b / "generator.pt"), "generator")["generator"]
     assert ref.keys() == got.keys()
     for k in ref:
@@ -181,6 +350,20 @@ def test_sigterm_then_resume_gives_identical_generator(npz16, tmp_path, monkeypa
     # a resume with another training option is refused, naming the key
     with pytest.raises(InvTransferError, match="recon_x_weight"):
         generator.train(tiny_cfg(npz16, tmp_path / "b", iterations=6, resume=True, recon_x_weight=5.0))
+    # a state written before cpu_time_s existed resumes; its CPU time counts 0 and the total says so
+    state = load_checkpoint(str(run_b / "state.pt"), "generator")
+    state["cpu_time_s"] = 1000.0
+    atomic_save(state, str(run_b / "state.pt"))
+    summary = generator.train(tiny_cfg(npz16, tmp_path / "b", iterations=7, resume=True))
+    assert summary["cpu_time_s"] > 1000 and summary["cpu_time_partial"] is False  # added, not restarted
+    state = load_checkpoint(str(run_b / "state.pt"), "generator")
+    del state["cpu_time_s"], state["cpu_time_partial"]
+    atomic_save(state, str(run_b / "state.pt"))
+    cpu0 = time.process_time()
+    summary = generator.train(tiny_cfg(npz16, tmp_path / "b", iterations=8, resume=True))
+    assert 0 < summary["cpu_time_s"] <= time.process_time() - cpu0 and summary["cpu_time_partial"] is True
+    assert load_checkpoint(str(run_b / "state.pt"), "generator")["cpu_time_partial"] is True  # and stays so
+    assert summary["wall_time_s"] > 1000
 
 
 def test_non_finite_loss_names_iteration_and_term(npz16, tmp_path, monkeypatch):
@@ -256,6 +439,43 @@ def test_bad_inputs_are_clear_errors(npz16, tmp_path):
     npz28 = write_npz(tmp_path / "tiny28.npz", 28)
     with pytest.raises(InvTransferError, match=r"\(1, 28, 28\), but the generator was trained on \(1, 16, 16\)"):
         generator.generator_quality(str(tmp_path / "gen"), from_dict(DatasetConfig, data_dict(npz28)), device="cpu")
+
+
+def test_dil_diversity_is_the_spread_of_stroke_mass():
+    # draws (N=2 images, S=3 draws) whose pixel sums are known: k pixels at 255 = stroke mass k
+    masses = [[1, 2, 3], [0, 0, 4]]
+    draws = torch.zeros(2, 3, 1, 4, 4)
+    for i, row in enumerate(masses):
+        for j, k in enumerate(row):
+            draws[i, j, 0].view(-1)[torch.arange(k) * 3] = 255  # spread-out stroke pixels
+    draws[0, 2] = 0
+    draws[0, 2, 0, 1:4, 1:3] = 127.5  # six half-intensity pixels: also mass 3
+    assert [[float(d.sum() / 255) for d in row] for row in draws] == masses
+    want = (np.std([1, 2, 3]) + np.std([0, 0, 4])) / 2  # population std per image, mean over images
+    got = generator._diversity("dil", draws, base=torch.zeros(2, 1, 4, 4))
+    assert got == pytest.approx(want, rel=1e-6) and want == pytest.approx((2 / 3) ** 0.5 / 2 + 32 ** 0.5 / 6)
+
+
+def test_bg_diversity_is_the_spread_of_background_intensity():
+    # 3-channel 4x4 sources: image 0 has 4 foreground pixels (one bright in a single channel only),
+    # image 1 has 8, image 2 no background at all (it says nothing and is left out)
+    base = torch.zeros(3, 3, 4, 4)
+    base[0, :, 0, :3] = 200
+    base[0, 1, 3, 3] = 90  # foreground: not below the threshold in every channel
+    base[1, :, :2] = 255
+    base[2] = 255
+    levels = [[10, 40, 70], [0, 0, 90], [5, 50, 250]]  # background level of each draw (channel mean)
+    draws = torch.empty(3, 3, 3, 4, 4)
+    for i, row in enumerate(levels):
+        for j, v in enumerate(row):
+            draws[i, j] = torch.tensor([v - 6.0, v, v + 6.0]).view(3, 1, 1)  # channels average to v
+            foreground = ~(base[i] < generator.nuisance_ops.BACKGROUND_THRESHOLD).all(0)
+            draws[i, j][:, foreground] = 37.0 * (j + 1) + i  # foreground pixels must not count
+    want = (np.std(levels[0]) + np.std(levels[1])) / 2  # sqrt(600) and sqrt(1800)
+    got = generator._diversity("bg", draws, base)
+    assert got == pytest.approx(want, rel=1e-5) and want == pytest.approx((600 ** 0.5 + 1800 ** 0.5) / 2)
+    # no source with a background: no statistic
+    assert np.isnan(generator._diversity("bg", draws[2:], base[2:]))
 
 
 def test_generator_quality_with_and_without_classifier(npz16, tmp_path):

@@ -95,6 +95,41 @@ def test_decode_rejects_bad_style() -> None:
             gen.decode(content, bad)
 
 
+def test_architecture_options() -> None:
+    base = dict(channels=1, image_size=28, width=16, n_res=2, style_dim=5, mlp_dim=24, disc_width=8)
+    arch = MunitArch(**base)
+    gen, disc = _models(arch)
+    x = _images(arch, n=3)
+    with torch.no_grad():
+        content, style = gen.encode(x)
+        y = gen.decode(content, gen.sample_style(3))
+    assert content.shape == (3, 16 * 4, 7, 7) and style.shape == (3, 5) and y.shape == x.shape
+    assert len(gen.content_encoder.net) == 3 + 3 * 2 + 2 and len(gen.decoder.res) == 2
+    assert gen.decoder.mlp[0].in_features == 5 and gen.decoder.mlp[2].out_features == 24
+    assert gen.decoder.num_adain_params == 2 * 4 * 64  # scale and shift of two AdaIN layers per block
+    # a style code of the old default size (8) is refused, naming the expected one
+    with pytest.raises(InvTransferError, match=r"style code has shape \(3, 8\); expected \(N, 5\)"):
+        gen.decode(content, torch.zeros(3, 8))
+
+    def counts(**change: int) -> tuple[int, int]:
+        a = MunitArch(**dict(base, **change))
+        return count_parameters(MunitGenerator(a)), count_parameters(Discriminator(a))
+
+    n_gen, n_disc = counts()
+    c, m, s, p = 64, 24, 5, 2 * 4 * 64
+    # one more residual block: two 3x3 convs in the content encoder and in the decoder, and
+    # 4 * c more AdaIN parameters out of the MLP's last layer
+    assert counts(n_res=3) == (n_gen + 4 * _conv_params(c, c, 3) + (m + 1) * 4 * c, n_disc)
+    # one more style dimension: the style encoder's 1x1 conv and the MLP's first layer grow
+    assert counts(style_dim=6) == (n_gen + (c + 1) + m, n_disc)
+    # one more MLP unit: a row/column of each of the MLP's three layers
+    assert counts(mlp_dim=25) == (n_gen + (s + 1) + (2 * m + 1) + 1 + p, n_disc)
+    # a wider generator grows every generator conv; the discriminator has its own width
+    wider_gen, same_disc = counts(width=24)
+    assert wider_gen > n_gen and same_disc == n_disc
+    assert counts(disc_width=16)[1] > n_disc and counts(disc_width=16)[0] == n_gen
+
+
 def test_check_input_errors() -> None:
     arch = MunitArch(channels=3, image_size=32)
     check_input(torch.zeros(2, 3, 32, 32), arch)

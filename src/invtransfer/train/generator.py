@@ -45,6 +45,12 @@ Decisions where SPEC §4 is silent or asks for a choice:
 * Learning rate ``lr * 0.5 ** (iteration // lr_step)`` (0-based iterations), MUNIT's StepLR.
   Adam's ``weight_decay`` is MUNIT's coupled L2 term. The content-reconstruction target
   ``content(x)`` is not detached, as in MUNIT.
+* Time: ``wall_time_s`` (seconds) and ``cpu_time_s`` (``time.process_time()``: CPU seconds of
+  all this process's threads, so up to ``wall_time_s * threads``) of the training loop, each
+  summed over the run's processes (resumes included) through ``state.pt``. A state written
+  before ``cpu_time_s`` existed counts as 0 CPU seconds, and ``cpu_time_partial: true`` in
+  ``state.pt`` and ``summary.json`` then says the total misses those processes' time. With
+  several torchrun processes both times are process 0's.
 * "Images seen" counts one stream: ``iterations * batch_size``, so with the public batch size 1
   it equals the iteration count the paper's budgets quote (K49 10k, CIFAR 140k); ``images_per_s``
   in ``metrics.jsonl`` uses the same unit.
@@ -136,9 +142,11 @@ class GeneratorArch(MunitArch):
 @dataclass
 class GeneratorTrainConfig:
     """One MUNIT training run: the paper's values, except batch size 4 and lr 2e-4 (the paper: 1 and
-    1e-4). At the same CPU time, batch 4 with the learning rate scaled by sqrt(batch) beat batch 1
-    and batch 16 on class preservation, nuisance diversity and reconstruction (RESULTS.md, "MUNIT
-    batch size at equal time"); 10k iterations at batch 1 = 2500 here, in images seen."""
+    1e-4). At the same CPU time (one Fashion-MNIST-DIL-LT run per setting, one seed; RESULTS.md,
+    "MUNIT batch size at equal time"), batch 4 with the learning rate scaled by sqrt(batch)
+    preserved classes best (+2 points over batch 1), came closest to the true nuisance diversity,
+    and matched batch 1's reconstruction L1 within 0.002 (0.070 against 0.068); batch 16 was worse
+    than batch 4 on all three. 10k iterations at batch 1 = 2500 here, in images seen."""
 
     data: DatasetConfig = field(default_factory=DatasetConfig)
     arch: GeneratorArch = field(default_factory=GeneratorArch)
@@ -468,11 +476,17 @@ class GeneratorRun:
                 "discriminator": self.disc.state_dict(), "opt_g": self.opt_g.state_dict(),
                 "opt_d": self.opt_d.state_dict(), "iteration": iteration,
                 "images_seen": iteration * self.cfg.batch_size, "running": running,
-                "dataset": _dataset_meta(self.ds), "wall_time_s": self.wall_time()}
+                "dataset": _dataset_meta(self.ds), "wall_time_s": self.wall_time(),
+                "cpu_time_s": self.cpu_time(), "cpu_time_partial": self.cpu_partial}
 
     def wall_time(self) -> float:
         """Seconds this run has trained, over all its processes (resumes included)."""
         return self.wall_before + time.time() - self.t_start
+
+    def cpu_time(self) -> float:
+        """CPU seconds (all threads) this run has trained, over all its processes (resumes included);
+        earlier processes whose state predates ``cpu_time_s`` count 0 (``self.cpu_partial``)."""
+        return self.cpu_before + time.process_time() - self.cpu_start
 
     def save_state(self, iteration: int, running: dict) -> None:
         if self.dist.is_main:  # the processes' states are identical; process 0 writes
@@ -487,6 +501,9 @@ class GeneratorRun:
         self.opt_g.load_state_dict(ck["opt_g"])
         self.opt_d.load_state_dict(ck["opt_d"])
         self.wall_before = float(ck.get("wall_time_s", 0.0))  # time of the earlier processes
+        # A state from before cpu_time_s was recorded: those processes' CPU time is unknown.
+        self.cpu_before = float(ck.get("cpu_time_s", 0.0))
+        self.cpu_partial = "cpu_time_s" not in ck or bool(ck.get("cpu_time_partial", False))
         return int(ck["iteration"]), dict(ck["running"])
 
     def _truncate_log(self, iteration: int) -> None:
@@ -503,6 +520,7 @@ class GeneratorRun:
         """Train (or resume) and write every output; returns the summary in ``summary.json``."""
         cfg = self.cfg
         self.t_start, self.wall_before = time.time(), 0.0
+        self.cpu_start, self.cpu_before, self.cpu_partial = time.process_time(), 0.0, False
         self._setup()
         iteration, running = 0, {}
         main = self.dist.is_main
@@ -573,7 +591,7 @@ class GeneratorRun:
                         f"resume=true", signals.signum)
         if bar is not None:
             bar.close()
-        return self._finish(iteration, self.wall_time())
+        return self._finish(iteration, self.wall_time(), self.cpu_time())
 
     def _log(self, iteration: int, lr: float, running: dict, bar) -> None:
         n = max(running.get("n", 0), 1)
@@ -593,11 +611,11 @@ class GeneratorRun:
                   f"recon_s {record['loss_recon_s']:.4f} recon_c {record['loss_recon_c']:.4f} lr {lr:.3g} "
                   f"{record['images_per_s']:.1f} img/s", flush=True)
 
-    def _finish(self, iteration: int, wall_time: float) -> dict:
+    def _finish(self, iteration: int, wall_time: float, cpu_time: float) -> dict:
         """Outputs, by process 0; every process returns the summary."""
-        return self.dist.on_main(lambda: self._write_outputs(iteration, wall_time))
+        return self.dist.on_main(lambda: self._write_outputs(iteration, wall_time, cpu_time))
 
-    def _write_outputs(self, iteration: int, wall_time: float) -> dict:
+    def _write_outputs(self, iteration: int, wall_time: float, cpu_time: float) -> dict:
         cfg = self.cfg
         atomic_save({"format": "invtransfer/generator", "state": "weights", "config": self.cfg_dict,
                      "arch": to_dict(self.arch), "generator": self.gen.state_dict(),
@@ -606,7 +624,8 @@ class GeneratorRun:
         write_sample_grid(self.path("samples_final.png"), self.gen, self.ds, seed=cfg.seed, amp_dtype=self.amp_dtype)
         summary = {"dataset": self.ds.name, "seed": cfg.seed, "iterations": iteration,
                    "images_seen": iteration * cfg.batch_size, "batch_size": cfg.batch_size,
-                   "wall_time_s": wall_time, "device": str(self.device), "versions": versions(),
+                   "wall_time_s": wall_time, "cpu_time_s": cpu_time, "cpu_time_partial": self.cpu_partial,
+                   "device": str(self.device), "versions": versions(),
                    "dataset_fingerprint": self.ds.fingerprint, "run_dir": self.run_dir}
         _json_dump(self.path("summary.json"), summary)
         print(f"generator trained for {iteration} iterations ({summary['images_seen']} images per stream); "
