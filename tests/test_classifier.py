@@ -90,7 +90,8 @@ def test_existing_run_dir_is_not_reused(tiny_npz, tmp_path):
     assert (tmp_path / "run" / "results.json").read_bytes() == before
 
 
-def test_sigterm_then_resume_gives_identical_weights(tiny_npz, tmp_path, monkeypatch):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_then_resume_gives_identical_weights(tiny_npz, tmp_path, monkeypatch, signum):
     classifier.train(tiny_cfg(tiny_npz, tmp_path / "a"))
     ref = load_checkpoint(str(tmp_path / "a" / "run" / "checkpoint.pt"))["model"]
 
@@ -101,12 +102,13 @@ def test_sigterm_then_resume_gives_identical_weights(tiny_npz, tmp_path, monkeyp
         out = real_step(self, *a, **k)
         calls["n"] += 1
         if calls["n"] == 7:  # mid-epoch 2 (5 steps per epoch)
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signum)
         return out
 
     monkeypatch.setattr(classifier.ClassifierRun, "_train_step", step_then_signal)
-    with pytest.raises(TrainingInterrupted, match="epoch 1 step 2"):
+    with pytest.raises(TrainingInterrupted, match=f"signal {int(signum)} at epoch 1 step 2") as stopped:
         classifier.train(tiny_cfg(tiny_npz, tmp_path / "b"))
+    assert stopped.value.signum == signum
     monkeypatch.setattr(classifier.ClassifierRun, "_train_step", real_step)
     ck = load_checkpoint(str(tmp_path / "b" / "run" / "checkpoint.pt"))
     assert (ck["epoch"], ck["step"]) == (1, 2)
@@ -130,7 +132,7 @@ def test_resume_with_other_config_names_the_keys(tiny_npz, tmp_path):
 
 def test_non_finite_loss_stops_with_epoch_and_step(tiny_npz, tmp_path):
     cfg = tiny_cfg(tiny_npz, tmp_path, optim={"lr": 1e30, "warmup_epochs": 0})
-    with pytest.raises(InvTransferError, match=r"non-finite training loss .* at epoch \d+ step \d+"):
+    with pytest.raises(InvTransferError, match=r"non-finite training loss .* in step \d+/\d+ of epoch \d+/3"):
         classifier.train(cfg)
 
 

@@ -91,3 +91,59 @@ def test_numbers_in_exponent_notation_without_a_dot():
         load_config(GeneratorTrainConfig, None, ["lr=abc"])
     with pytest.raises(InvTransferError, match="expected an integer"):
         load_config(GeneratorTrainConfig, None, ["iterations=1.5e0"])
+
+
+# file stem -> (loss, rule) of every method preset (the *_git presets add git.generator on top)
+PRESET_METHODS = {"ce": ("ce", "erm"), "ce_drs": ("ce", "drs"), "ldam_drw": ("ldam", "drw"),
+                  "focal": ("focal", "erm"), "balanced_softmax": ("balanced_softmax", "erm"),
+                  "balanced_softmax_drs": ("balanced_softmax", "drs"), "oracle": ("ce", "drs")}
+# family -> (dataset, model, epochs, E1, E2, augmentation, select) of SPEC §3
+PRESET_FAMILIES = {"cifar10_lt": ("cifar10-lt", "resnet32", 200, 160, 180, "crop_flip", "val"),
+                   "cifar100_lt": ("cifar100-lt", "resnet32", 200, 160, 180, "crop_flip", "val"),
+                   "k49_lt": ("k49-dil-lt", "resnet20", 50, 30, 40, "none", "last"),
+                   "fmnist_lt": ("fmnist-dil-lt", "resnet20", 50, 30, 40, "none", "last")}
+
+
+def _presets(family):
+    import glob
+    import os
+    root = os.path.join(os.path.dirname(__file__), "..", "configs", family)
+    return sorted(f for f in glob.glob(os.path.join(root, "*.yaml")) if not os.path.basename(f).startswith("_"))
+
+
+@pytest.mark.parametrize("family", sorted(PRESET_FAMILIES))
+def test_method_presets_follow_the_paper(family):
+    import os
+    from invtransfer.train.classifier import method_label
+
+    dataset, model, epochs, e1, e2, augment, select = PRESET_FAMILIES[family]
+    files = _presets(family)
+    stems = {os.path.basename(f)[:-5] for f in files}
+    # every baseline the paper compares against, with and without GIT where it applies
+    assert {"ce", "ce_drs", "ldam_drw", "focal", "balanced_softmax", "balanced_softmax_drs", "ce_drs_git"} <= stems
+    if family in ("k49_lt", "fmnist_lt"):
+        assert "oracle" in stems
+    for f in files:
+        stem = os.path.basename(f)[:-5]
+        cfg = load_config(TrainConfig, f)
+        o = cfg.optim
+        assert cfg.data.name == dataset and cfg.model == model, f
+        assert (o.epochs, o.decay1_epoch, o.decay2_epoch, cfg.e1) == (epochs, e1, e2, e1), f
+        assert (o.batch_size, o.lr, o.momentum, o.weight_decay, o.warmup_epochs) == (128, 0.1, 0.9, 2e-4, 5), f
+        assert (o.schedule, o.decay1_factor, o.decay2_factor) == ("step", 0.01, 1e-4), f
+        assert cfg.augment == augment, f
+        if augment == "crop_flip":
+            assert cfg.crop_padding == 4, f
+        assert cfg.select == select, f
+        loss, rule = PRESET_METHODS[stem.removesuffix("_git")]
+        assert (cfg.loss.name, cfg.rule) == (loss, rule), f
+        assert cfg.oracle == (stem == "oracle"), f
+        assert bool(cfg.git.generator) == stem.endswith("_git"), f
+        if loss == "focal":
+            assert cfg.loss.focal_gamma == 1.0, f
+        if loss == "ldam":
+            assert (cfg.loss.ldam_max_margin, cfg.loss.ldam_scale) == (0.5, 30.0), f
+        label = {"ce": "CE", "ce_drs": "CE+DRS", "ldam_drw": "LDAM-DRW", "focal": "Focal",
+                 "balanced_softmax": "BalancedSoftmax", "balanced_softmax_drs": "BalancedSoftmax+DRS",
+                 "oracle": "CE+DRS+Oracle"}[stem.removesuffix("_git")]
+        assert method_label(cfg) == label + ("+GIT" if stem.endswith("_git") else ""), f

@@ -110,7 +110,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from invtransfer.train import classifier
 
-    m = classifier.evaluate_checkpoint(a.checkpoint, split=a.split, device=a.device)
+    m = classifier.evaluate_checkpoint(a.checkpoint, split=a.split, device=a.device, batch_size=a.batch_size)
     if a.json:
         print(json.dumps(m, indent=2))
         return 0
@@ -261,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint", help="run directory, model.pt or checkpoint.pt")
     e.add_argument("--split", choices=("val", "test"), default="test")
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    e.add_argument("--batch-size", type=int, default=1024, metavar="N",
+                   help="images per forward pass (default 1024; lower it after an out-of-memory error)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_evaluate)
 

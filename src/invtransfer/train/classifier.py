@@ -31,6 +31,10 @@ Exact resume: all randomness of a step derives from ``(seed, epoch, step)`` (see
 :mod:`invtransfer.data.batches`), and checkpoints hold model, optimiser, position, running
 epoch statistics and the best weights so far, so ``resume=true`` reproduces an uninterrupted
 run's final weights bit for bit on CPU.
+
+Out of memory: a CUDA out-of-memory error in a training step or an evaluation stops the run (or
+``invtransfer evaluate``) with an :class:`InvTransferError` naming the batch-size key and value
+and a smaller value to try (half the largest batch that was tried), before anything is written.
 """
 
 from __future__ import annotations
@@ -176,7 +180,9 @@ class TrainConfig:
                                          "and was taken no later than this run's first GIT epoch: the shared "
                                          "epochs are not trained twice, and the result equals a run from scratch")
     quiet: bool = option(False, "one line per epoch instead of progress bars")
-    tensorboard: bool = option(False, "also log to TensorBoard (needs the tensorboard package)")
+    tensorboard: bool = option(False, "opt-in: also write the per-epoch scalars of metrics.jsonl to "
+                                      "runs/<name>/tensorboard/ (needs the tensorboard package; asking for it "
+                                      "without the package is an error before the run directory is made)")
 
     def validate(self) -> None:
         if self.switch_epoch is not None and self.switch_epoch >= self.optim.epochs:
@@ -205,6 +211,7 @@ class TrainConfig:
 
 # Keys that may differ between a run and its resumption.
 _RESUME_FREE = ("resume", "overwrite", "quiet", "device", "tensorboard", "compile", "checkpoint_every", "select",
+                "eval_batch_size",  # evaluation only: the answer to an out-of-memory error while evaluating
                 "data.data_root", "data.cache_dir", "data.strict_checksums",
                 "name", "out_dir",  # where the run lives: auto-named and moved runs must resume
                 "keep_checkpoints", "init_from")  # where a run started from does not matter once it has a checkpoint
@@ -256,6 +263,37 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None
+
+
+def without_out_of_memory(fn, what: str, key: str, value: int, largest: int, note=""):
+    """``fn()``, with a CUDA out-of-memory error turned into an :class:`InvTransferError` naming the
+    batch-size ``key`` (set to ``value``; ``largest`` = the largest batch actually tried) and a
+    smaller value, half the largest batch. Nothing is written on the way out. ``note`` (a string,
+    or a function of the suggested value returning one) ends the message."""
+    try:
+        return fn()
+    except torch.cuda.OutOfMemoryError:
+        pass  # leave the handler first: its traceback holds the failed batch's tensors
+    torch.cuda.empty_cache()
+    smaller = max(1, largest // 2)
+    if largest > 1:
+        advice = f"use a smaller one, e.g. {key}={smaller}"
+        if largest < value:
+            advice += f" (the largest batch was {largest} images)"
+    else:
+        advice = "a single image does not fit: use a smaller model or a device with more memory"
+    raise InvTransferError(f"CUDA ran out of memory {what} with {key}={value}; {advice}."
+                           f"{note(smaller) if callable(note) else note}")
+
+
+def _summary_writer_class():
+    """TensorBoard's SummaryWriter, or the error that tensorboard=true needs the package."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise InvTransferError("config key 'tensorboard=true' needs the tensorboard package (pip install "
+                               "tensorboard), which is not installed; install it or leave tensorboard=false.") from None
+    return SummaryWriter
 
 
 def versions() -> dict:
@@ -339,6 +377,7 @@ class ClassifierRun:
                                        f"{self.ds.name!r} has none (use e.g. fmnist-bg-lt).")
             # Store the resolved dataset options so the run can be rebuilt exactly.
             self.cfg_dict["data"] = self.ds.config
+            self._summary_writer = _summary_writer_class() if cfg.tensorboard and self.dist.is_main else None
             self.run_dir = self.dist.on_main(self._prepare_run_dir)
         except BaseException:
             self.dist.close()
@@ -548,11 +587,16 @@ class ClassifierRun:
                 for step in range(start_step, steps):
                     bidx = idx[step * o.batch_size:(step + 1) * o.batch_size]
                     bidx2 = None if idx2 is None else idx2[step * o.batch_size:(step + 1) * o.batch_size]
-                    loss, correct, generated = self._train_step(bidx, epoch, step, weight, bidx2)
+                    loss, correct, generated = without_out_of_memory(
+                        lambda: self._train_step(bidx, epoch, step, weight, bidx2),
+                        f"in training step {step + 1}/{steps} of epoch {epoch + 1}/{o.epochs}", "optim.batch_size", o.batch_size,
+                        min(o.batch_size, n), lambda _: self._stopped() + " A smaller batch size makes another "
+                        "run, which cannot resume this one's checkpoint: start it with overwrite=true or "
+                        "another name=.")
                     running["generated"] = running.get("generated", 0) + generated
                     if not math.isfinite(loss):
                         raise InvTransferError(
-                            f"non-finite training loss ({loss}) at epoch {epoch} step {step}; the run stopped. "
+                            f"non-finite training loss ({loss}) in step {step + 1}/{steps} of epoch {epoch + 1}/{o.epochs}; the run stopped. "
                             f"The last good checkpoint is {self.path('checkpoint.pt')} (if one was written); "
                             f"try a smaller optim.lr.")
                     running["loss"] += loss * len(bidx)
@@ -562,11 +606,12 @@ class ClassifierRun:
                         el = running["time"] + time.time() - t0
                         bar.set_postfix(loss=f"{running['loss'] / running['seen']:.3f}",
                                         acc=f"{100 * running['correct'] / running['seen']:.1f}", lr=f"{lr:.3g}",
-                                        ips=f"{running['seen'] / max(el, 1e-9):.0f}")
+                                        **{"img/s": f"{running['seen'] / max(el, 1e-9):.0f}"})
                         bar.update(1)
                     # Several processes stop in the same step (see _train_step).
                     if self._agreed_stop if self.dist.enabled else signals.stop:
                         running["time"] += time.time() - t0
+                        self._check_finite_weights(epoch, step + 1, steps)
                         self.save_checkpoint(epoch, step + 1, running)
                         self.dist.barrier()
                         if bar is not None:
@@ -579,6 +624,7 @@ class ClassifierRun:
                 if bar is not None:
                     bar.close()
                 running["time"] += time.time() - t0
+                self._check_finite_weights(epoch, steps, steps)  # before this epoch is logged or checkpointed
                 record = self._end_epoch(epoch, lr, running) if main else {}
                 if tb is not None:
                     for k, v in record.items():
@@ -690,10 +736,34 @@ class ClassifierRun:
         return tqdm(total=steps, initial=start_step, desc=f"epoch {epoch + 1}/{self.cfg.optim.epochs}",
                     leave=False, dynamic_ncols=True, file=sys.stderr)
 
-    def _evaluate(self, images, labels) -> dict:
-        return evaluate_split(self.model, images, labels, self.normalizer, self.ds.train_class_counts,
-                              batch_size=self.cfg.eval_batch_size, amp_dtype=self.amp_dtype,
-                              channels_last=self.cfg.channels_last)
+    def _evaluate(self, images, labels, what: str) -> dict:
+        bs = self.cfg.eval_batch_size
+        return without_out_of_memory(
+            lambda: evaluate_split(self.model, images, labels, self.normalizer, self.ds.train_class_counts,
+                                   batch_size=bs, amp_dtype=self.amp_dtype, channels_last=self.cfg.channels_last),
+            f"evaluating {what}", "eval_batch_size", bs, min(bs, len(labels)),
+            lambda smaller: self._stopped() + (f" It continues with resume=true eval_batch_size={smaller} (the "
+                                               f"evaluation batch size does not change training)."
+                                               if os.path.isfile(self.path("checkpoint.pt")) else ""))
+
+    def _stopped(self) -> str:
+        """Where a run that stopped on an error stands (nothing is written on the way out)."""
+        ck = self.path("checkpoint.pt")
+        return (f" The run stopped; its last checkpoint, {ck}, is as it was." if os.path.isfile(ck)
+                else " The run stopped before its first checkpoint.")
+
+    def _check_finite_weights(self, epoch: int, done: int, steps: int) -> None:
+        """Refuse to log or checkpoint weights that an optimiser step made non-finite (the loss of
+        that step was finite: it is computed before the step)."""
+        state = {k: v for k, v in self.model.state_dict().items() if v.is_floating_point()}
+        finite = torch.stack([v.isfinite().all() for v in state.values()])
+        if not bool(finite.all()):  # one host synchronisation
+            bad = [k for k, ok in zip(state, finite.tolist()) if not ok]
+            raise InvTransferError(
+                f"non-finite model weights ({bad[0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}) after "
+                f"step {done}/{steps} of epoch {epoch + 1}/{self.cfg.optim.epochs}, although every training loss was finite; "
+                f"they were not saved."
+                f"{self._stopped()} Try a smaller optim.lr.")
 
     def _end_epoch(self, epoch: int, lr: float, running: dict) -> dict:
         cfg = self.cfg
@@ -706,7 +776,7 @@ class ClassifierRun:
                                   "epoch_time_s": running["time"]}
         last = epoch + 1 == cfg.optim.epochs
         if len(self.y_val) and ((epoch + 1) % cfg.eval_every == 0 or last):
-            m = self._evaluate(self.x_val, self.y_val)
+            m = self._evaluate(self.x_val, self.y_val, f"the validation split after epoch {epoch + 1}/{cfg.optim.epochs}")
             record.update(val_error=m["error"], val_balanced_accuracy=m["balanced_accuracy"])
             # Tracked whatever `select` says, so a finished run can be re-finished with the other
             # policy (resume=true select=...: the loop is done, only the outputs are rewritten).
@@ -728,17 +798,15 @@ class ClassifierRun:
         if not os.path.isfile(path):
             return
         with open(path, encoding="utf-8") as fh:
-            lines = log_lines_upto(fh, "epoch", epoch)
-        datasets.atomic_write_bytes(path, "".join(lines).encode())
+            kept = "".join(log_lines_upto(fh, "epoch", epoch)).encode()
+        with open(path, "rb") as fh:
+            if fh.read() == kept:  # nothing to drop: a resume that fails early leaves the file as it was
+                return
+        datasets.atomic_write_bytes(path, kept)
 
     def _tensorboard(self):
-        if not self.cfg.tensorboard:
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise InvTransferError("tensorboard=true needs the tensorboard package (pip install tensorboard).") from None
-        return SummaryWriter(self.path("tensorboard"))
+        """A SummaryWriter on runs/<name>/tensorboard (tensorboard=true), else None."""
+        return None if self._summary_writer is None else self._summary_writer(self.path("tensorboard"))
 
     # ----------------------------------------------------------------- the end
     def _finish(self, wall_time: float) -> dict:
@@ -756,7 +824,7 @@ class ClassifierRun:
             why = "select=last" if cfg.select == "last" else "no validation images, so the last epoch"
             selected = {"which": "last", "epoch": cfg.optim.epochs, "why": why}
         x_test = batches.to_device_images(ds.x_test, self.device)
-        test = self._evaluate(x_test, torch.from_numpy(ds.y_test).to(self.device))
+        test = self._evaluate(x_test, torch.from_numpy(ds.y_test).to(self.device), "the test split")
         atomic_save({"format": "invtransfer/classifier", "state": "weights", "config": self.cfg_dict,
                      "model": self.model.state_dict(), "dataset": self._dataset_meta(),
                      "selected_weights": selected}, self.path("model.pt"))
@@ -876,8 +944,11 @@ def load_classifier(path: str, device: str | torch.device = "cpu") -> tuple[torc
     return model, meta
 
 
-def evaluate_checkpoint(path: str, split: str = "test", device: str = "auto") -> dict:
-    """Metrics of a trained classifier on its dataset's val or test split."""
+def evaluate_checkpoint(path: str, split: str = "test", device: str = "auto", batch_size: int = 1024) -> dict:
+    """Metrics of a trained classifier on its dataset's val or test split (``batch_size`` images a
+    forward pass: ``invtransfer evaluate --batch-size``)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvTransferError(f"--batch-size must be a positive integer, got {batch_size!r}.")
     dev = resolve_device(device)
     model, meta = load_classifier(path, dev)
     data_cfg = from_dict(DatasetConfig, meta["config"]["data"])
@@ -887,8 +958,11 @@ def evaluate_checkpoint(path: str, split: str = "test", device: str = "auto") ->
                                f"classifier was trained on {meta['fingerprint']} (source files changed).")
     x, y = (ds.x_val, ds.y_val) if split == "val" else (ds.x_test, ds.y_test)
     normalizer = batches.Normalizer(**meta["normalizer"])
-    m = evaluate_split(model, batches.to_device_images(x, dev), torch.from_numpy(y).to(dev), normalizer,
-                       meta["train_class_counts"])
+    images, labels = batches.to_device_images(x, dev), torch.from_numpy(y).to(dev)
+    m = without_out_of_memory(
+        lambda: evaluate_split(model, images, labels, normalizer, meta["train_class_counts"], batch_size=batch_size),
+        f"evaluating the {split} split of {path}", "--batch-size", batch_size, min(batch_size, len(labels)),
+        " Nothing was written.")
     return dict(m, split=split, checkpoint=meta["path"], dataset=ds.name, selected_weights=meta["selected_weights"])
 
 
