@@ -58,9 +58,11 @@ def test_git_starts_after_e1_and_batch_has_requested_composition(npz16, tmp_path
     x_plain, y_plain, n0 = run.compose_batch(bidx, 2, 0)
     x, y, n = run.compose_batch(bidx, 2, 0, bidx2)
     assert n0 == 0 and n == 8
-    assert torch.equal(x[:8], x_plain[:8]) and torch.equal(y[:8], y_plain[:8])  # first half untouched
-    assert torch.equal(y[8:], run.y_train[bidx2[8:]])  # generated slots carry the second stream's labels
-    assert not torch.allclose(x[8:], run.normalizer(run.x_train[bidx2[8:]].float()))  # and are generated
+    gen, real = slice(0, 16, 2), slice(1, 16, 2)  # gen_frac 0.5: every other slot, spread over the batch
+    assert torch.equal(x[real], x_plain[real]) and torch.equal(y[real], y_plain[real])  # the others untouched
+    assert torch.equal(y[gen], run.y_train[bidx2[gen]])  # generated slots carry the second stream's labels
+    assert not torch.allclose(x[gen], run.normalizer(run.x_train[bidx2[gen]].float()))  # and are generated
+    assert not torch.equal(x[gen], x_plain[gen])
     x_again, _, _ = run.compose_batch(bidx, 2, 0, bidx2)
     assert torch.equal(x, x_again)  # seeded per step
 

@@ -115,7 +115,7 @@ class GitConfig:
     """Generative Invariance Transfer (SPEC §5): generated samples replace part of each batch."""
 
     generator: str | None = option(None, "generator run directory or generator.pt; setting it enables GIT")
-    gen_frac: float = option(0.5, "fraction of every batch (its last slots) given to generated samples", ge=0, le=1)
+    gen_frac: float = option(0.5, "fraction of every batch (evenly spaced slots) given to generated samples", ge=0, le=1)
     start_epoch: int | None = option(None, "first epoch (0-based) with GIT; default E1 + 1, as published", ge=0)
     weighting: str = option("none", "none: every slot; linear: keep with prob max((K-n_c)/(K-n_min), 0); "
                                     "threshold: only classes with n_c <= K", choices=("none", "linear", "threshold"))
@@ -642,8 +642,11 @@ class ClassifierRun:
         """The random decisions of one global batch, made on the CPU with the step's generators.
 
         Stream 1 draws the augmentation of the batch; with GIT (``bidx2`` = the second stream's
-        indices at the same positions) stream 2 decides which of the last ``gen_frac`` slots are
-        generated, then draws those sources' augmentation and their random styles.
+        indices at the same positions) stream 2 decides which of ``k = gen_frac * n`` evenly spaced
+        candidate slots are generated, then draws those sources' augmentation and their random
+        styles. Evenly spaced (not the last k): with several processes each one's contiguous shard
+        then holds its share of the generated slots, so the generator's cost is split and no
+        process's batch-norm statistics come from generated images alone.
         """
         bidx = bidx.cpu()
         g = batches.step_generator(self.cfg.seed, epoch, step, stream=1)
@@ -654,8 +657,8 @@ class ClassifierRun:
         k = int(len(bidx) * self.cfg.git.gen_frac) if bidx2 is not None else 0
         if k > 0:
             g2 = batches.step_generator(self.cfg.seed, epoch, step, stream=2)
-            slots = torch.arange(len(bidx) - k, len(bidx))
-            src = bidx2.cpu()[len(bidx) - k:len(bidx)]
+            slots = torch.arange(k) * len(bidx) // k  # evenly spaced over the batch
+            src = bidx2.cpu()[slots]
             use = torch.rand(len(src), generator=g2, dtype=torch.float64) < self.git_keep[self.y_train_cpu[src]]
             if bool(use.any()):
                 plan.gen_slots, plan.gen_index = slots[use], src[use]
