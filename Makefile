@@ -28,13 +28,19 @@ demo: $(STAMP) data-fmnist
 test: $(STAMP)
 	$(PY) -m pytest
 
-# Benchmarks (never run by the tests): pipelines side by side in one process, ratios with
-# min / median / max over repeats; logs and JSON lines in $(BENCH_OUT)/. Sized for 10 minutes on
-# 2 CPU cores that two training jobs keep busy (less when idle); benchmarks/README.md has each
-# one's full command, larger settings and the results.
+# Benchmarks (no speed is ever asserted; tests/test_benchmarks.py runs each script at its smallest
+# size): pipelines side by side in one process, ratios with median [min, max] over repeats; logs
+# and JSON lines in $(BENCH_OUT)/. One thread each (BENCH_THREADS): on 2 CPU cores that two
+# training jobs keep busy, two threads spin in OpenMP barriers and time the contention, not the
+# pipelines (eKLD's true transform: 10 instead of 611 images x draws per second). Sized for 10
+# minutes there: about 3-4 minutes at load average 4 (estimated from one repeat of each, with a
+# cold torch.compile cache 1 more). benchmarks/README.md has each one's full command, larger
+# settings and the results.
 BENCH_OUT ?= runs/bench
+BENCH_THREADS ?= 1
 bench: SHELL := /bin/bash
 bench: .SHELLFLAGS := -o pipefail -c
+bench: export OMP_NUM_THREADS := $(BENCH_THREADS)
 bench: $(STAMP) data-fmnist
 	@mkdir -p $(BENCH_OUT)
 	$(PY) benchmarks/classifier_throughput.py --config configs/cifar10_lt/ce.yaml --steps 1 --repeats 3 --json \
@@ -44,6 +50,7 @@ bench: $(STAMP) data-fmnist
 	$(PY) benchmarks/git_overhead.py --steps 1 --repeats 3 --json | tee $(BENCH_OUT)/git_overhead.log
 	$(PY) benchmarks/ekld_throughput.py --images-per-class 4 --draws 5 --repeats 3 --json \
 	  | tee $(BENCH_OUT)/ekld_throughput.log
+	$(PY) benchmarks/memory_epochs.py --epochs 6 --json | tee $(BENCH_OUT)/memory_epochs.log
 
 clean-venv:
 	rm -rf $(VENV)

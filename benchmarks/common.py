@@ -20,6 +20,8 @@ import torch
 from invtransfer.data import datasets, longtail
 from invtransfer.errors import InvTransferError
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
+
 
 def spread(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
@@ -32,6 +34,25 @@ def ratios(a: list[float], b: list[float]) -> dict:
 
 def fmt(v: dict, unit: str = "") -> str:
     return f"median {v['median']:9.3f}{unit}  min {v['min']:9.3f}  max {v['max']:9.3f}"
+
+
+def bracket(v: dict, digits: int = 3) -> str:
+    """``median [min, max]``, the form RESULTS.md quotes."""
+    return f"{v['median']:.{digits}f} [{v['min']:.{digits}f}, {v['max']:.{digits}f}]"
+
+
+def rotated(names: list[str], rep: int) -> list[str]:
+    """The pipelines in the order of repeat ``rep``: rotated by one each repeat, so none is always first."""
+    k = rep % len(names)
+    return names[k:] + names[:k]
+
+
+def preset_arch(path: str) -> dict:
+    """The MUNIT architecture values a generator preset sets (those the dataset decides left out)."""
+    from invtransfer.config import load_config, to_dict
+    from invtransfer.train.generator import GeneratorTrainConfig
+
+    return {k: v for k, v in to_dict(load_config(GeneratorTrainConfig, path).arch).items() if v is not None}
 
 
 def machine() -> dict:

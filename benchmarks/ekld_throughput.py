@@ -1,12 +1,17 @@
-"""Throughput of eKLD measurement (images x draws per second) under the true transform and a generator.
+"""Throughput of eKLD measurement (images x draws per second) under the true transform and generators.
 
 ``measure_invariance`` (the function behind ``invtransfer invariance``) with an untrained
 classifier on Fashion-MNIST-shaped held-out images (28x28 grey; uniform noise: the cost does
-not depend on the pixels or weights), alternating between the transforms each repeat:
+not depend on the pixels or weights), in one process, alternating between the transforms in an
+order rotated every repeat:
 
 * ``true_<nuisance>``: the dataset's true synthetic transform (kornia ops), default DIL;
-* ``generator_<arch>``: random-style decodes of an untrained MUNIT, the paper's architecture
-  and the small preset's.
+* ``generator_<preset>``: random-style decodes of an untrained MUNIT, the paper's architecture
+  (configs/generator/fmnist_munit.yaml) and the small preset's (fmnist_munit_small.yaml).
+
+Reports images x draws per second of each and, computed per repeat, the ratios of each
+generator to the true transform and of the small generator to the paper's, median [min, max]
+over the repeats; ``--json`` ends with one JSON line.
 
     python benchmarks/ekld_throughput.py --json
     python benchmarks/ekld_throughput.py --images-per-class 40 --draws 100 --device cuda
@@ -15,13 +20,13 @@ not depend on the pixels or weights), alternating between the transforms each re
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
 import torch
 
-from common import emit, fmt, machine, spread, sync
-from git_overhead import GENERATORS
+from common import ROOT, bracket, emit, machine, preset_arch, ratios, rotated, spread, sync
 from invtransfer.config import from_dict
 from invtransfer.data.batches import Normalizer
 from invtransfer.metrics.invariance import measure_invariance, true_transform
@@ -29,6 +34,9 @@ from invtransfer.models.munit import MunitArch, MunitGenerator
 from invtransfer.models.resnet_cifar import build_model
 from invtransfer.train.classifier import resolve_device
 from invtransfer.train.generator import NuisanceSampler
+
+GENERATORS = {"paper": os.path.join(ROOT, "configs", "generator", "fmnist_munit.yaml"),
+              "small": os.path.join(ROOT, "configs", "generator", "fmnist_munit_small.yaml")}
 
 
 def main() -> None:
@@ -54,11 +62,15 @@ def main() -> None:
     torch.manual_seed(0)
     model = build_model(a.model, a.classes, in_channels=1).to(dev).eval()
     sizes = [int(4800 / (k + 1) ** 2) + 5 for k in range(a.classes)]
-    transforms = {f"true_{a.nuisance}": true_transform(a.nuisance, norm)}
+    true_name = f"true_{a.nuisance}"
+    transforms = {true_name: true_transform(a.nuisance, norm)}
+    archs = {}
     for gname in a.generators:
         torch.manual_seed(0)
-        gen = MunitGenerator(from_dict(MunitArch, dict(GENERATORS[gname], channels=1, image_size=28))).to(dev)
-        sampler = NuisanceSampler(gen)
+        arch = from_dict(MunitArch, dict(preset_arch(GENERATORS[gname]), channels=1, image_size=28))
+        archs[gname] = {"preset": os.path.relpath(GENERATORS[gname], ROOT), "width": arch.width,
+                        "n_res": arch.n_res, "mlp_dim": arch.mlp_dim}
+        sampler = NuisanceSampler(MunitGenerator(arch).to(dev))
         transforms[f"generator_{gname}"] = lambda x, g, s=sampler: s(x, norm.mean, norm.std, g)
 
     def measure(tf, draws: int) -> float:
@@ -71,16 +83,23 @@ def main() -> None:
 
     for tf in transforms.values():  # warm-up
         measure(tf, 1)
-    rates = {name: [] for name in transforms}
-    for _ in range(a.repeats):
-        for name, tf in transforms.items():
-            rates[name].append(measure(tf, a.draws))
+    rates: dict[str, list[float]] = {name: [] for name in transforms}
+    for rep in range(a.repeats):
+        for name in rotated(list(transforms), rep):  # no transform always first
+            rates[name].append(measure(transforms[name], a.draws))
+    pairs = [(f"generator_{g}", true_name) for g in a.generators]
+    if "paper" in a.generators and "small" in a.generators:
+        pairs.append(("generator_small", "generator_paper"))
     out = {"benchmark": "ekld_throughput", "model": a.model, "classes": a.classes,
-           "images_per_class": a.images_per_class, "draws": a.draws, "device": str(dev),
-           "image_draws_per_s": {k: spread(v) for k, v in rates.items()}, **machine()}
-    print(f"eKLD with {a.model}, {a.classes} classes x {a.images_per_class} images x {a.draws} draws on {dev}")
+           "images_per_class": a.images_per_class, "draws": a.draws, "repeats": a.repeats, "device": str(dev),
+           "generators": archs, "image_draws_per_s": {k: spread(v) for k, v in rates.items()},
+           "ratios": {f"{x}/{y}": ratios(rates[x], rates[y]) for x, y in pairs}, **machine()}
+    print(f"eKLD with {a.model}, {a.classes} classes x {a.images_per_class} images x {a.draws} draws on {dev}, "
+          f"{a.repeats} repeats; threads {torch.get_num_threads()}, load average {out['load_average']:.1f}")
     for name, v in out["image_draws_per_s"].items():
-        print(f"  {name:>18} images x draws / s: {fmt(v)}")
+        print(f"  {name:>34} images x draws / s: {bracket(v, 1)}")
+    for name, v in out["ratios"].items():
+        print(f"  {name:>34}: {bracket(v)}")
     emit(out, a.json)
 
 

@@ -5,11 +5,12 @@
 #   GPU_CHECK_TINY=1 OUT=/tmp/x benchmarks/gpu_check.sh      # tiny CPU smoke test (tests/test_gpu_check.py)
 #
 # Steps (each logged, timed and summarised in $OUT/gpu_check.json, log in $OUT/gpu_check.log):
-#  1. Python packages: wheels carried in .whl/ are installed into /tmp/site, then
-#     PYTHONPATH=/tmp/site:src (the package runs from src/, nothing is downloaded).
+#  1. Python packages: wheels carried in $GPU_CHECK_WHEELS (.whl/) are installed into
+#     $GPU_CHECK_WORK/site, then PYTHONPATH=that:src (the package runs from src/, nothing is
+#     downloaded); what is still missing is named and the script stops.
 #  2. CIFAR-10 from $GPU_CHECK_DATA (default .gpu_data): either cifar-10-batches-bin/ (official
 #     binary batches, 184 MB) or the development copy's materialize_cifar10.py with its two npz
-#     files (32 MB; the binary batches are then written to /tmp/gpu_check/data), and the
+#     files (32 MB; the binary batches are then written to $GPU_CHECK_WORK/data), and the
 #     CIFAR-10-LT dataset is built once (rho 100, 12,406 training images).
 #  3. MUNIT, paper architecture (configs/generator/cifar10_munit.yaml) at batch GEN_BATCH (64) for
 #     ceil(140000 / GEN_BATCH) iterations: the 140k images per stream of the paper's CIFAR
@@ -23,8 +24,10 @@
 #  SIGTERM when the time limit (GPU_CHECK_LIMIT_S, 560 s) is near: it saves a checkpoint and the
 #  JSON then reports how far it got.
 #
-# Preparing the carried files, once, on a machine with network (run from the repository root;
-# .whl/ and .gpu_data/ are git-ignored, so name them in the run tool's `carry`):
+# Preparing the carried files, once, on a machine with network: benchmarks/prepare_gpu_carry.sh
+# DATA_ROOT (or $INVTRANSFER_DATA) writes .whl/ and .gpu_data/ and prints their sizes against the
+# run tool's 64 MiB carry limit. By hand (from the repository root; both are git-ignored, so name
+# them in the run tool's `carry`):
 #   python3 -m pip download --python-version 3.12 --platform manylinux2014_x86_64 \
 #       --only-binary=:all: --no-deps -d .whl kornia kornia_rs pyyaml tqdm matplotlib contourpy \
 #       cycler fonttools kiwisolver pyparsing python-dateutil six packaging
@@ -33,8 +36,14 @@
 #   # or: python3 /work/shared/data/materialize_cifar10.py .gpu_data   (cifar-10-batches-bin/, 184 MB:
 #   #     over the run tool's 64 MiB carry limit, so carry the 32 MB npz form instead)
 #
-# Environment: OUT (required), PYTHON (python3), GPU_CHECK_DATA (.gpu_data), GPU_CHECK_WORK
-# (/tmp/gpu_check), GEN_BATCH (64), EPOCHS (200), GPU_CHECK_LIMIT_S (560), GPU_CHECK_TINY (0).
+# Tiny mode (GPU_CHECK_TINY=1): tiny training settings; data from GPU_CHECK_DATA when it is set
+# (the real-data code path, with a tiny long-tailed profile), else a tiny synthetic CIFAR-shaped
+# npz; carried wheels only when GPU_CHECK_WHEELS is set (else the environment it is given).
+# GPU_CHECK_UNTIL=packages or data stops after that step (exit 0; tests of steps 1 and 2).
+#
+# Environment: OUT (required), PYTHON (python3), GPU_CHECK_DATA (.gpu_data), GPU_CHECK_WHEELS
+# (.whl), GPU_CHECK_WORK (/tmp/gpu_check), GEN_BATCH (64), EPOCHS (200), GPU_CHECK_LIMIT_S (560),
+# GPU_CHECK_TINY (0), GPU_CHECK_UNTIL (all).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder that receives the results}"
@@ -42,6 +51,8 @@ PY=${PYTHON:-python3}
 TINY=${GPU_CHECK_TINY:-0}
 WORK=${GPU_CHECK_WORK:-/tmp/gpu_check}
 DATA=${GPU_CHECK_DATA:-.gpu_data}
+WHEELS=${GPU_CHECK_WHEELS:-.whl}
+UNTIL=${GPU_CHECK_UNTIL:-all}
 GEN_BATCH=${GEN_BATCH:-64}
 EPOCHS=${EPOCHS:-200}
 LIMIT=${GPU_CHECK_LIMIT_S:-560}
@@ -52,26 +63,28 @@ LOG="$OUT/gpu_check.log"
 say() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$LOG"; }
 left() { local s=$(( LIMIT - ($(date +%s) - T0) )); echo $(( s > 1 ? s : 1 )); }
 
-# 1. packages (the tiny mode uses the environment it is given)
-if [[ $TINY != 1 ]] && compgen -G ".whl/*.whl" > /dev/null; then
-  say "installing $(ls .whl/*.whl | wc -l) carried wheels into /tmp/site"
-  "$PY" -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl >> "$LOG" 2>&1 \
+# 1. packages (the tiny mode uses the environment it is given, unless GPU_CHECK_WHEELS is set)
+if [[ $TINY != 1 || -n ${GPU_CHECK_WHEELS:-} ]] && compgen -G "$WHEELS/*.whl" > /dev/null; then
+  say "installing $(ls "$WHEELS"/*.whl | wc -l) carried wheels into $WORK/site"
+  rm -rf "$WORK/site"
+  "$PY" -m pip install -q --no-index --no-deps --target "$WORK/site" "$WHEELS"/*.whl >> "$LOG" 2>&1 \
     || { say "wheel install failed"; exit 1; }
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+  export PYTHONPATH=$WORK/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH}
 export INVTRANSFER_CACHE="$WORK/cache"
 missing=$("$PY" - <<'EOF'
-import importlib
+import importlib.util
 print(" ".join(m for m in ("torch", "numpy", "yaml", "kornia", "tqdm", "matplotlib", "scipy", "PIL")
                if importlib.util.find_spec(m) is None))
 EOF
 )
-[[ -z $missing ]] || { say "missing Python packages: $missing (carry their wheels in .whl/, see the header)"; exit 1; }
+[[ -z $missing ]] || { say "missing Python packages: $missing (carry their wheels in $WHEELS/, see the header)"; exit 1; }
 "$PY" -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')" | tee -a "$LOG"
+[[ $UNTIL == packages ]] && { say "packages ready (GPU_CHECK_UNTIL=packages)"; exit 0; }
 
 # 2. data
-if [[ $TINY == 1 ]]; then
+if [[ $TINY == 1 && -z ${GPU_CHECK_DATA:-} ]]; then
   # A tiny CIFAR-shaped set (10 classes of 32x32 RGB) as generic npz; the same code path.
   "$PY" - "$WORK/tiny_cifar.npz" <<'EOF'
 import sys, numpy as np
@@ -83,11 +96,7 @@ xt = rng.integers(0, 256, (len(yt), 32, 32, 3), dtype=np.uint8)
 xt[:, :, :, 0] = (yt[:, None, None] * 25).astype(np.uint8)
 np.savez(sys.argv[1], x_train=x, y_train=y, x_test=xt, y_test=yt)
 EOF
-  DATA_ARGS=(data.source=npz "data.npz_file=$WORK/tiny_cifar.npz" data.profile=list
-             "data.counts=[20,15,12,10,8,6,5,4,3,3]")
-  CLS_ARGS=(model=resnet20 optim.epochs=2 optim.batch_size=16 optim.warmup_epochs=1 optim.decay1_epoch=0
-            optim.decay2_epoch=1 eval_batch_size=64)
-  GEN_ARGS=(iterations=3 batch_size=4 arch.width=8 arch.n_res=1 arch.mlp_dim=16 arch.disc_width=8 log_every=1)
+  DATA_ARGS=(data.source=npz "data.npz_file=$WORK/tiny_cifar.npz")
 else
   if [[ -d $DATA/cifar-10-batches-bin ]]; then
     root=$DATA
@@ -102,6 +111,13 @@ else
     exit 1
   fi
   DATA_ARGS=("data.data_root=$root")
+fi
+if [[ $TINY == 1 ]]; then
+  DATA_ARGS+=(data.profile=list "data.counts=[20,15,12,10,8,6,5,4,3,3]")
+  CLS_ARGS=(model=resnet20 optim.epochs=2 optim.batch_size=16 optim.warmup_epochs=1 optim.decay1_epoch=0
+            optim.decay2_epoch=1 eval_batch_size=64)
+  GEN_ARGS=(iterations=3 batch_size=4 arch.width=8 arch.n_res=1 arch.mlp_dim=16 arch.disc_width=8 log_every=1)
+else
   iters=$(( (140000 + GEN_BATCH - 1) / GEN_BATCH ))
   CLS_ARGS=("optim.epochs=$EPOCHS")
   GEN_ARGS=("batch_size=$GEN_BATCH" "iterations=$iters" "lr_step=$(( 100000 / GEN_BATCH ))"
@@ -110,6 +126,11 @@ fi
 say "building CIFAR-10-LT"
 "$PY" -m invtransfer data cifar10-lt "${DATA_ARGS[@]#data.}" --json > "$WORK/dataset.json" 2>> "$LOG" \
   || { say "dataset build failed"; exit 1; }
+if [[ $UNTIL == data ]]; then
+  cp "$WORK/dataset.json" "$OUT/dataset.json"
+  say "CIFAR-10-LT built from ${DATA_ARGS[*]} (GPU_CHECK_UNTIL=data)"
+  exit 0
+fi
 
 # 3. and 4. training runs (SIGTERM near the time limit: they checkpoint and stop)
 RUNS=$WORK/runs

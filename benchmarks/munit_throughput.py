@@ -43,6 +43,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=10.0, help="time per setting per round (whole iterations)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--profile-iterations", type=int, default=2, help="iterations profiled when a target is missed")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
     runs = {}
@@ -95,8 +96,9 @@ def main() -> None:
         out["profiles"] = {}
         for label in ("paper_b1", "paper_b4", "small_b1", "small_b4"):  # those that ran
             if label in runs:
-                out["profiles"][label] = profile_table(lambda r=runs[label]: r.train_step(it), 2)
-                print(f"\nprofile of {label} (2 iterations), top ops by self time:\n{out['profiles'][label]}")
+                out["profiles"][label] = profile_table(lambda r=runs[label]: r.train_step(it), a.profile_iterations)
+                print(f"\nprofile of {label} ({a.profile_iterations} iterations), top ops by self time:\n"
+                      f"{out['profiles'][label]}")
     if a.json:
         print(json.dumps(out))
 

@@ -5,6 +5,7 @@
         --generator-config configs/generator/fmnist_munit_small.yaml --jobs 2   # the CPU-sized generator
     python experiments/protocols.py synthetic --base fmnist --transforms rot --methods ce ce_drs
     python experiments/protocols.py cifar --dataset cifar10-lt
+    python experiments/protocols.py cifar --generator-config configs/generator/cifar10_munit_small.yaml  # cheaper GIT
     python experiments/protocols.py synthetic ... --dry-run        # print the commands only
     python experiments/protocols.py cifar --jobs 4                 # 4 runs at a time (submitit)
     python experiments/protocols.py cifar --executor slurm --jobs 8 --slurm-partition gpu
@@ -457,8 +458,8 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                        help="extra overrides of every classifier run (e.g. optim.epochs=10)")
         q.add_argument("--generator-config", default=None, metavar="YAML",
-                       help="generator preset instead of the paper architecture (e.g. "
-                            "configs/generator/fmnist_munit_small.yaml, the CPU-sized one)")
+                       help="generator preset instead of the paper architecture (e.g. the CPU-sized "
+                            "configs/generator/fmnist_munit_small.yaml or cifar10_munit_small.yaml)")
         q.add_argument("--set-generator", nargs="*", default=[], metavar="KEY=VALUE",
                        help="extra overrides of every generator run (e.g. iterations=2000)")
         q.add_argument("--dry-run", action="store_true")

@@ -14,9 +14,10 @@ What is compared, and the tolerances:
   end-to-end run uses crop_padding=0 (the crop's sharding is covered exactly by the test above)
   and continuous textures, and every process (the reference too) runs one thread, so all sum in
   the same order within a process; then the weights after 15 steps at lr 0.002 agree to ~4e-6
-  (with padding 2 we measured 1.5e-4, with a two-thread reference 3e-4, all of it from such
-  ties); 2e-3 is asserted, a margin for BLAS builds that sum differently, still 10x below the
-  per-process batch-norm difference.
+  (measured 4.1e-6; with padding 2 we measured 1.5e-4, with a two-thread reference 3e-4, all of
+  it from such ties); 2e-3 is asserted, a margin of ~500x for BLAS builds that sum differently,
+  yet below the 3e-3 of per-process batch norm (next item), so a run whose statistics are not
+  synchronised fails it.
 * Without sync_bn each process normalises its shard with the shard's own statistics: another
   forward pass, so only loose agreement of the parameters (within 2e-2; measured 3e-3) is
   asserted; the running statistics are process 0's shard statistics and are not compared.
@@ -45,6 +46,7 @@ from invtransfer.train import classifier, distributed, generator
 from invtransfer.train.checkpoint import TrainingInterrupted, atomic_save, load_checkpoint
 
 TIMEOUT = 240  # seconds for any multi-process run (a hang fails the test instead of blocking it)
+PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ddp_probe.py")
 
 
 @contextlib.contextmanager
@@ -117,13 +119,28 @@ def max_diff(a, b, buffers=True):
     return max((a[k].double() - b[k].double()).abs().max().item() for k in keys)
 
 
-def torchrun(args, tmp_path):
+def torchrun(args, tmp_path, probe=None):
+    """``invtransfer ARGS`` in 2 processes; with ``probe=(record_dir, watch_dir)`` under
+    tests/ddp_probe.py, which records each process's forwarded rows and its writes under
+    watch_dir (read them with :func:`probe_records`)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "invtransfer", *args]
+    entry = ["-m", "invtransfer"] if probe is None else [PROBE, *(str(p) for p in probe)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *entry, *args]
+    if probe is not None:
+        os.makedirs(probe[0], exist_ok=True)
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
+
+
+def probe_records(record_dir):
+    """What tests/ddp_probe.py recorded in process 0 and process 1."""
+    return [json.loads((record_dir / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+def written(record: dict) -> set:
+    """Names of the files and folders a process wrote (basenames)."""
+    return {os.path.basename(path) for _, path in record["writes"]}
 
 
 def _worker(rank, world, port, cfg, signal_rank_at, result_dir):
@@ -203,13 +220,14 @@ def test_two_processes_match_one_process(setup):
     ref = weights(tmp / "runs" / "single")
 
     # torchrun, synchronised batch norm: the same function up to float sum order
-    log = torchrun(["train", setup["yaml"], "name=ddp_sync", "sync_bn=true"], tmp)
+    log = torchrun(["train", setup["yaml"], "name=ddp_sync", "sync_bn=true"], tmp,
+                   probe=(tmp / "probe_sync", tmp / "runs"))
     sync_dir = tmp / "runs" / "ddp_sync"
     sync = weights(sync_dir)
     diff_sync = max_diff(ref, sync, buffers=False)
-    # float32 sums in another order (gloo's gradient all-reduce, SyncBN's gathered statistics)
-    # differ by ~1e-7 relative per step and SGD at lr 0.1 amplifies that over the run's steps:
-    # seen 3e-5 to 3.2e-4 across machines; per-process BN (below) is another function, ~1e-2.
+    # float32 sums in another order (gloo's gradient all-reduce, the gathered batch-norm
+    # statistics), ~1e-7 relative per step, grow to ~4e-6 over the 15 steps at lr 0.002 (measured
+    # 4.1e-6); 2e-3 is the docstring's margin, below per-process batch norm's 3e-3 (further down).
     assert diff_sync < 2e-3, diff_sync
     for k in ref:  # running statistics (activations up to ~10): the same to 1e-3 relative
         if "running" in k:
@@ -221,6 +239,19 @@ def test_two_processes_match_one_process(setup):
     assert [r["generated"] for r in lines] == [r["generated"] for r in single_lines] and lines[2]["generated"] > 0
     assert [r["train_loss"] for r in lines] == pytest.approx([r["train_loss"] for r in single_lines], rel=1e-3)
     assert log.count("test error") == 1 and log.count("epoch 3/3") == 1
+    probe = probe_records(tmp / "probe_sync")
+    # each process forwarded its own rows of every global batch (69 images an epoch: 4 x 16 + 5,
+    # split 8 + 8 and 2 + 3), never the whole batch ...
+    assert probe[0]["forward_rows"] == [8, 8, 8, 8, 2] * 3 and probe[1]["forward_rows"] == [8, 8, 8, 8, 3] * 3
+    # ... generated only the GIT slots among its rows (together: the one process's slots) ...
+    assert sum(sum(p["generated_rows"]) for p in probe) == single_lines[2]["generated"]
+    # ... and both shared the generating (GIT's candidate slots are spread over the batch, so a
+    # contiguous shard is not all generated or all real)
+    assert all(sum(p["generated_rows"]) > 0 for p in probe), [p["generated_rows"] for p in probe]
+    # ... and process 1 wrote nothing into the run directory (the probe sees process 0's writes)
+    assert probe[1]["writes"] == []
+    assert {"ddp_sync", "config.yaml", "checkpoint.pt", "metrics.jsonl", "model.pt", "results.json"} \
+        <= written(probe[0])
     results = json.loads((sync_dir / "results.json").read_text())
     assert results["config"]["sync_bn"] is True
     assert results["test_error"] == pytest.approx(single["test_error"], abs=2 * 100 / 60 + 1e-9)  # <= 2 images
@@ -257,7 +288,13 @@ def test_generator_two_processes_match_one_process(setup):
         generator.train(from_dict(generator.GeneratorTrainConfig, dict(cfg, name="single")))
     path = tmp / "gen.yaml"
     path.write_text(dump_yaml(to_dict(from_dict(generator.GeneratorTrainConfig, cfg))))
-    torchrun(["train-generator", str(path), "name=ddp"], tmp)
+    torchrun(["train-generator", str(path), "name=ddp"], tmp, probe=(tmp / "probe_gen", tmp / "gruns"))
+    probe = probe_records(tmp / "probe_gen")
+    # each process trained on its 2 of each stream's 4 images (2 + 2 rows) in each of the 3 iterations
+    assert [p["generator_rows"] for p in probe] == [[4, 4, 4], [4, 4, 4]]
+    # process 0 alone wrote the run directory: state, weights, log and summary
+    assert probe[1]["writes"] == []
+    assert {"ddp", "state.pt", "generator.pt", "metrics.jsonl", "summary.json"} <= written(probe[0])
     a = load_checkpoint(str(tmp / "gruns" / "single" / "generator.pt"))["generator"]
     b = load_checkpoint(str(tmp / "gruns" / "ddp" / "generator.pt"))["generator"]
     lr, iterations = 1e-4, 3

@@ -249,3 +249,61 @@ def test_an_interrupted_measurement_is_run_again_without_retraining(tmp_path, ca
     assert [ln.split()[0] for ln in calls.read_text().splitlines()] == ["invariance"]
     assert protocols.JobRunner(git, str(out), exe)() == "finished before"
     assert protocols.run_jobs(jobs, str(out), exe, False) == 0 and "[skip]" in capsys.readouterr().out
+
+
+def test_a_run_with_a_checkpoint_is_resumed_not_overwritten(tmp_path):
+    out = str(tmp_path)
+    cls = protocols.Job("classifier", "c", ["train", "c.yaml"], fork=("plain", 3))
+    gen = protocols.Job("generator", "g", ["train-generator", "g.yaml"])
+    os.makedirs(os.path.join(out, "plain"))
+    open(os.path.join(out, "plain", "checkpoint_e3.pt"), "w").close()  # the fork point exists
+    for job in (cls, gen):
+        os.makedirs(job.run_dir(out))
+    # nothing of their own yet: a fresh start (the classifier from its fork point)
+    assert cls.command(out, ["x"])[-2:] == ["overwrite=true", f"init_from={cls.fork_checkpoint(out)}"]
+    assert gen.command(out, ["x"])[-1] == "overwrite=true"
+    # the other kind's checkpoint file does not count
+    open(os.path.join(cls.run_dir(out), "state.pt"), "w").close()
+    open(os.path.join(gen.run_dir(out), "checkpoint.pt"), "w").close()
+    assert "overwrite=true" in cls.command(out, ["x"]) and "overwrite=true" in gen.command(out, ["x"])
+    # their own checkpoint: resumed, never overwritten, and no longer started from the fork point
+    open(os.path.join(cls.run_dir(out), "checkpoint.pt"), "w").close()
+    open(os.path.join(gen.run_dir(out), "state.pt"), "w").close()
+    for job in (cls, gen):
+        cmd = job.command(out, ["x"])
+        assert cmd == ["x", *job.args, f"out_dir={out}", f"name={job.name}", "quiet=true", "resume=true"], cmd
+
+
+def test_parallel_jobs_run_at_the_same_time_and_resume_their_checkpoints(tmp_path, capsys):
+    """Two jobs with --jobs 2: both are submitted before either finishes and their processes
+    overlap (each waits, up to 60 s, until the other has started); each resumes its checkpoint."""
+    out = tmp_path / "out"
+    fake = tmp_path / "fake_invtransfer.py"  # records its command and start/end times, writes the job's marker
+    fake.write_text(
+        "import json, os, sys, time\n"
+        "kw = dict(a.split('=', 1) for a in sys.argv[2:] if '=' in a)\n"
+        "run = os.path.join(kw['out_dir'], kw['name'])\n"
+        "os.makedirs(run, exist_ok=True)\n"
+        "start = time.time()\n"
+        "open(os.path.join(kw['out_dir'], kw['name'] + '.started'), 'w').close()\n"
+        "started = lambda: [f for f in os.listdir(kw['out_dir']) if f.endswith('.started')]\n"
+        "while len(started()) < 2 and time.time() < start + 60:\n"
+        "    time.sleep(0.05)\n"
+        "with open(os.path.join(kw['out_dir'], kw['name'] + '.json'), 'w') as fh:\n"
+        "    json.dump({'argv': sys.argv[1:], 'start': start, 'end': time.time()}, fh)\n"
+        "open(os.path.join(run, 'generator.pt' if sys.argv[1] == 'train-generator' else 'results.json'), 'w')\n")
+    jobs = [protocols.Job("generator", "g", ["train-generator", "g.yaml"]),
+            protocols.Job("classifier", "c", ["train", "c.yaml"])]
+    for job, ck in zip(jobs, ("state.pt", "checkpoint.pt")):  # both were interrupted before
+        os.makedirs(job.run_dir(str(out)))
+        open(os.path.join(job.run_dir(str(out)), ck), "w").close()
+    kw = {"executor": "local", "parallel": 2, "gpus_per_job": 0, "timeout_min": 5, "poll_s": 0.2, "report": False}
+    assert protocols.dispatch(jobs, str(out), [sys.executable, str(fake)], **kw) == 0
+    log = capsys.readouterr().out
+    first_done = log.index("[done] ")
+    assert log.index("[submit] g ") < first_done and log.index("[submit] c ") < first_done
+    runs = {n: json.loads((out / f"{n}.json").read_text()) for n in ("g", "c")}
+    assert runs["g"]["start"] < runs["c"]["end"] and runs["c"]["start"] < runs["g"]["end"]  # they overlapped
+    assert max(r["end"] - r["start"] for r in runs.values()) < 50  # neither waited for the other in vain
+    for r in runs.values():
+        assert "resume=true" in r["argv"] and "overwrite=true" not in r["argv"]
