@@ -1,6 +1,7 @@
 """MUNIT training throughput (images per stream per second) for a few presets, in one process.
 
-Each setting does a warm-up, then the settings alternate in rounds so that a load change on a
+Each setting does a warm-up, then the settings alternate in rounds (the order rotated each
+round) so that a load change on a
 shared machine hits all of them alike. Prints images/s per setting (min / median / max over
 rounds) and the per-round ratios to the paper's batch size 1 of our default batch size (4) and
 of batch 16, at the paper's width and in the small preset (target, checked, never asserted: the
@@ -19,7 +20,7 @@ import time
 
 import torch
 
-from common import fmt, machine, profile_table, ratios, spread
+from common import fmt, machine, profile_table, ratios, rotated, spread
 from invtransfer.config import load_config
 from invtransfer.train import generator
 
@@ -62,10 +63,11 @@ def main() -> None:
             for run in runs.values():
                 run.train_step(it)
                 it += 1
-        for _ in range(a.rounds):
+        for rnd in range(a.rounds):
             for threads in a.threads:
                 torch.set_num_threads(threads)
-                for label, run in runs.items():
+                for label in rotated(list(runs), rnd):  # none always first
+                    run = runs[label]
                     n, t0 = 0, time.perf_counter()
                     while n == 0 or time.perf_counter() - t0 < a.seconds:
                         run.train_step(it)
