@@ -1,8 +1,7 @@
 """MUNIT training throughput (images per stream per second) for a few presets, in one process.
 
 Each setting does a warm-up, then the settings alternate in rounds (the order rotated each
-round) so that a load change on a
-shared machine hits all of them alike. Prints images/s per setting (min / median / max over
+round) so that a load change on a shared machine hits all of them alike. Prints images/s per setting (min / median / max over
 rounds) and the per-round ratios to the paper's batch size 1 of our default batch size (4) and
 of batch 16, at the paper's width and in the small preset (target, checked, never asserted: the
 default >= 2x batch 1 per image); ``--json`` adds one JSON line.
