@@ -309,3 +309,45 @@ def test_generator_two_processes_match_one_process(setup):
     for r, q in zip(ours, theirs):
         assert [r[k] for k in generator.LOSS_KEYS if k in r] == pytest.approx(
             [q[k] for k in generator.LOSS_KEYS if k in q], rel=1e-5)
+
+
+def _close_worker(rank, world, port, result_dir, slow_rank):
+    """Join a process group, then leave it with close(wait=True), logging when each step happened;
+    ``slow_rank`` dawdles before destroying its group, to show process 0 waits for it."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    dist, _ = distributed.from_env(torch.device("cpu"))
+    real_destroy = torch.distributed.destroy_process_group
+    log = {"rank": rank}
+
+    def destroy(*a, **k):
+        if rank == slow_rank:
+            time.sleep(1.0)
+        log["destroy_start"] = time.time()
+        real_destroy(*a, **k)
+        log["destroy_end"] = time.time()
+
+    torch.distributed.destroy_process_group = destroy
+    dist.close(wait=True)
+    log["initialized_after"] = torch.distributed.is_initialized()
+    with open(os.path.join(result_dir, f"rank{rank}.json"), "w") as fh:
+        json.dump(log, fh)
+
+
+@pytest.mark.parametrize("slow_rank", [1, 2])
+def test_processes_leave_the_group_in_order_process_0_last(tmp_path, slow_rank):
+    """Leaving after a successful run: every other process destroys its group before process 0
+    starts to (which may host the store), even when one of them is slow to do so."""
+    world = 3
+    ctx = mp.start_processes(_close_worker, args=(world, free_port(), str(tmp_path), slow_rank), nprocs=world,
+                             join=False, start_method="spawn")
+    deadline = time.monotonic() + TIMEOUT
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("closing the process group timed out")
+    logs = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(world)]
+    assert not any(log["initialized_after"] for log in logs)
+    last_other = max(log["destroy_end"] for log in logs[1:])
+    assert logs[0]["destroy_start"] >= last_other, logs

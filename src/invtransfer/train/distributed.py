@@ -31,6 +31,7 @@ What makes a run with W processes the run of one process with the same global ba
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -132,11 +133,42 @@ class Dist:
 
     def close(self, wait: bool = False) -> None:
         """Leave the process group; with ``wait``, once every process got here (a process that
-        left early could cut another's last message short)."""
-        if self.owns_group and torch.distributed.is_initialized():
-            if wait:
-                self.barrier()
+        left early could cut another's last message short), and in order: the other processes
+        destroy their group first and say so through the store, process 0 (which may host the
+        store) last, so that no process tears down its connections while another still has a
+        collective in flight on them (once seen as an abort at exit, "terminate called without
+        an active exception", with gloo on an oversubscribed CPU)."""
+        if not (self.owns_group and torch.distributed.is_initialized()):
+            return
+        if not wait:
             torch.distributed.destroy_process_group()
+            return
+        self.barrier()
+        store = _default_store()
+        if store is None or self.world_size == 1:
+            torch.distributed.destroy_process_group()
+            return
+        if self.rank:
+            torch.distributed.destroy_process_group()
+            store.set(f"invtransfer/closed/{self.rank}", "1")
+        else:
+            try:  # a process that died after the barrier must not hang process 0 for ever
+                store.wait([f"invtransfer/closed/{r}" for r in range(1, self.world_size)], _CLOSE_TIMEOUT)
+            except RuntimeError:  # the store says which key timed out; leaving is all that is left to do
+                pass
+            torch.distributed.destroy_process_group()
+
+
+_CLOSE_TIMEOUT = datetime.timedelta(seconds=120)
+
+
+def _default_store():
+    """The default process group's key-value store (torchrun's or the one ``init_process_group``
+    made), or None where this torch does not expose it."""
+    try:
+        return torch.distributed.distributed_c10d._get_default_store()
+    except (AttributeError, RuntimeError, ValueError):
+        return None
 
 
 def from_env(device: torch.device) -> tuple[Dist, torch.device]:
