@@ -168,18 +168,23 @@ def _worker(rank, world, port, cfg, signal_rank_at, result_dir):
         json.dump(outcome, fh)
 
 
-def spawn(cfg, tmp_path, signal_rank_at=None):
-    result_dir = tmp_path / f"results_{time.monotonic_ns()}"
-    result_dir.mkdir()
-    ctx = mp.start_processes(_worker, args=(2, free_port(), cfg, signal_rank_at, str(result_dir)), nprocs=2,
-                             join=False, start_method="spawn")
+def spawn_and_read(fn, world, args, result_dir):
+    """``fn(rank, world, port, *args)`` in ``world`` spawned processes (a hang fails the test);
+    then what each wrote to ``result_dir/rank<r>.json``."""
+    ctx = mp.start_processes(fn, args=(world, free_port(), *args), nprocs=world, join=False, start_method="spawn")
     deadline = time.monotonic() + TIMEOUT
     while not ctx.join(timeout=1):
         if time.monotonic() > deadline:
             for p in ctx.processes:
                 p.kill()
             pytest.fail("multi-process run timed out")
-    return [json.loads((result_dir / f"rank{r}.json").read_text()) for r in range(2)]
+    return [json.loads((result_dir / f"rank{r}.json").read_text()) for r in range(world)]
+
+
+def spawn(cfg, tmp_path, signal_rank_at=None):
+    result_dir = tmp_path / f"results_{time.monotonic_ns()}"
+    result_dir.mkdir()
+    return spawn_and_read(_worker, 2, (cfg, signal_rank_at, str(result_dir)), result_dir)
 
 
 def test_shards_and_loss_scale_recompose_the_global_batch():
@@ -338,16 +343,7 @@ def _close_worker(rank, world, port, result_dir, slow_rank):
 def test_processes_leave_the_group_in_order_process_0_last(tmp_path, slow_rank):
     """Leaving after a successful run: every other process destroys its group before process 0
     starts to (which may host the store), even when one of them is slow to do so."""
-    world = 3
-    ctx = mp.start_processes(_close_worker, args=(world, free_port(), str(tmp_path), slow_rank), nprocs=world,
-                             join=False, start_method="spawn")
-    deadline = time.monotonic() + TIMEOUT
-    while not ctx.join(timeout=1):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail("closing the process group timed out")
-    logs = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(world)]
+    logs = spawn_and_read(_close_worker, 3, (str(tmp_path), slow_rank), tmp_path)
     assert not any(log["initialized_after"] for log in logs)
     last_other = max(log["destroy_end"] for log in logs[1:])
     assert logs[0]["destroy_start"] >= last_other, logs
