@@ -800,12 +800,11 @@ class ClassifierRun:
         path = self.path("metrics.jsonl")
         if not os.path.isfile(path):
             return
-        with open(path, encoding="utf-8") as fh:
-            kept = "".join(log_lines_upto(fh, "epoch", epoch)).encode()
         with open(path, "rb") as fh:
-            if fh.read() == kept:  # nothing to drop: a resume that fails early leaves the file as it was
-                return
-        datasets.atomic_write_bytes(path, kept)
+            raw = fh.read()
+        kept = "".join(log_lines_upto(raw.decode("utf-8").splitlines(keepends=True), "epoch", epoch)).encode()
+        if raw != kept:  # nothing to drop: a resume that fails early leaves the file as it was
+            datasets.atomic_write_bytes(path, kept)
 
     def _tensorboard(self):
         """A SummaryWriter on runs/<name>/tensorboard (tensorboard=true), else None."""
