@@ -43,7 +43,6 @@ import csv
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -52,7 +51,6 @@ from typing import Any
 import numpy as np
 import torch
 
-import invtransfer
 from invtransfer.config import dump_yaml, from_dict, option, to_dict
 from invtransfer.data import batches, datasets
 from invtransfer.data.datasets import DatasetConfig, LTDataset
@@ -60,6 +58,13 @@ from invtransfer.errors import InvTransferError
 from invtransfer.metrics.accuracy import classification_metrics
 from invtransfer.models.resnet_cifar import MODELS, build_model
 from invtransfer.train import distributed, losses
+from invtransfer.train.runtime import (  # noqa: F401 (resolve_device, autocast_dtype: re-exported)
+    autocast_dtype,
+    json_dump,
+    resolve_device,
+    versions,
+    without_out_of_memory,
+)
 from invtransfer.fileio import prepare_run_dir
 from invtransfer.train.checkpoint import (
     StopSignals,
@@ -245,47 +250,6 @@ def learning_rate(o: OptimConfig, epoch: int) -> float:
     return o.lr
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InvTransferError("config key 'device=cuda' but CUDA is not available here; use device=auto or cpu.")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise InvTransferError("config key 'device=mps' but MPS is not available here; use device=auto or cpu.")
-    return torch.device(name)
-
-
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
-
-
-def without_out_of_memory(fn, what: str, key: str, value: int, largest: int, note=""):
-    """``fn()``, with a CUDA out-of-memory error turned into an :class:`InvTransferError` naming the
-    batch-size ``key`` (set to ``value``; ``largest`` = the largest batch actually tried) and a
-    smaller value, half the largest batch. Nothing is written on the way out. ``note`` (a string,
-    or a function of the suggested value returning one) ends the message."""
-    try:
-        return fn()
-    except torch.cuda.OutOfMemoryError:
-        pass  # leave the handler first: its traceback holds the failed batch's tensors
-    torch.cuda.empty_cache()
-    smaller = max(1, largest // 2)
-    if largest > 1:
-        advice = f"use a smaller one, e.g. {key}={smaller}"
-        if largest < value:
-            advice += f" (the largest batch was {largest} images)"
-    else:
-        advice = "a single image does not fit: use a smaller model or a device with more memory"
-    raise InvTransferError(f"CUDA ran out of memory {what} with {key}={value}; {advice}."
-                           f"{note(smaller) if callable(note) else note}")
-
-
 def _summary_writer_class():
     """TensorBoard's SummaryWriter, or the error that tensorboard=true needs the package."""
     try:
@@ -294,19 +258,6 @@ def _summary_writer_class():
         raise InvTransferError("config key 'tensorboard=true' needs the tensorboard package (pip install "
                                "tensorboard), which is not installed; install it or leave tensorboard=false.") from None
     return SummaryWriter
-
-
-def versions() -> dict:
-    """Package, torch and git commit of the code that ran."""
-    commit = None
-    try:
-        here = os.path.dirname(os.path.abspath(__file__))
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                                timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {"invtransfer": invtransfer.__version__, "torch": torch.__version__, "python": sys.version.split()[0],
-            "git_commit": commit}
 
 
 @torch.no_grad()
@@ -332,10 +283,6 @@ def evaluate_split(model, images, labels, normalizer, train_class_counts, **kw) 
     logits = predict_logits(model, images, normalizer, **kw)
     return classification_metrics(logits.argmax(1).cpu().numpy(), labels.cpu().numpy(), len(train_class_counts),
                                   train_class_counts)
-
-
-def _json_dump(path: str, obj: Any) -> None:
-    datasets.atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 @dataclass
@@ -841,7 +788,7 @@ class ClassifierRun:
                    "wall_time_s": wall_time, "started_from": self.forked, "device": str(self.device),
                    "versions": versions(),
                    "dataset_fingerprint": ds.fingerprint, "config": self.cfg_dict}
-        _json_dump(self.path("results.json"), results)
+        json_dump(self.path("results.json"), results)
         self._write_csv()
         self._plots(results)
         print(f"test error {test['error']:.2f}%  balanced accuracy {test['balanced_accuracy']:.2f}%  "

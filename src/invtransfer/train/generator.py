@@ -100,7 +100,7 @@ from invtransfer.train.checkpoint import (
     log_lines_upto,
     run_locked,
 )
-from invtransfer.train.classifier import autocast_dtype, resolve_device, versions
+from invtransfer.train.runtime import autocast_dtype, json_dump, resolve_device, versions
 
 # Streams of batches.step_generator used by one iteration (distinct so they never correlate).
 STREAM_A, STREAM_B, STREAM_STYLE = 1, 2, 3
@@ -229,10 +229,6 @@ def to_pixels(x: torch.Tensor) -> torch.Tensor:
 def _l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     # float32 whatever the autocast dtype; 2x = sum of the two streams' equal-size means.
     return 2.0 * F.l1_loss(a.float(), b.float())
-
-
-def _json_dump(path: str, obj: Any) -> None:
-    datasets.atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def _dataset_meta(ds: LTDataset) -> dict:
@@ -627,7 +623,7 @@ class GeneratorRun:
                    "wall_time_s": wall_time, "cpu_time_s": cpu_time, "cpu_time_partial": self.cpu_partial,
                    "device": str(self.device), "versions": versions(),
                    "dataset_fingerprint": self.ds.fingerprint, "run_dir": self.run_dir}
-        _json_dump(self.path("summary.json"), summary)
+        json_dump(self.path("summary.json"), summary)
         print(f"generator trained for {iteration} iterations ({summary['images_seen']} images per stream); "
               f"outputs in {self.run_dir}", flush=True)
         return summary
