@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dataset=${1:-fmnist-dil-lt}
-out=${2:-runs/baselines}
+out=${2:-${INVTRANSFER_RUNS:-runs}/baselines}
 bin=${INVTRANSFER_BIN:-.venv/bin/invtransfer}
 for seed in ${SEEDS:-0 1 2}; do
   for method in ${METHODS:-ce ce_drs}; do

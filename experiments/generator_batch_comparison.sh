@@ -15,7 +15,7 @@
 # (the clean classifier: see RESULTS.md, "generators and their quality"; data root from $INVTRANSFER_DATA)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=${1:-runs/batch_comparison}
+out=${1:-${INVTRANSFER_RUNS:-runs}/batch_comparison}
 budget=${BUDGET_S:-1200}
 settings=${SETTINGS:-1:1e-4 16:1e-4}
 dataset=${DATASET:-fmnist-dil-lt}

@@ -10,8 +10,11 @@
     python experiments/protocols.py cifar --jobs 4                 # 4 runs at a time (submitit)
     python experiments/protocols.py cifar --executor slurm --jobs 8 --slurm-partition gpu
     python experiments/protocols.py archive --out runs/protocols --to results/runs/protocols  # for git
+    python experiments/protocols.py park    # unfinished runs' checkpoints -> results/parked/ (for git)
 
-Every run has a fixed name under ``--out`` (default ``runs/protocols``). A run whose
+Every run has a fixed name under ``--out`` (default ``$INVTRANSFER_RUNS/protocols``, with
+``INVTRANSFER_RUNS`` defaulting to ``runs``: point it outside the checkout so that a new checkout
+finds the runs). A run whose
 ``results.json`` (classifier) or ``generator.pt`` (generator) exists is skipped; one with a
 checkpoint is resumed (``resume=true``); anything else starts fresh. So the same command can be
 re-run after an interruption and continues where it stopped. After a classifier finishes, its
@@ -38,6 +41,11 @@ balanced softmax+DRS+GIT.
 GIT runs start from their plain twin (CE+DRS+GIT from CE+DRS, LDAM-DRW+GIT from LDAM-DRW, ...)
 at GIT's first epoch, E1 + 1, where the two are still identical (:func:`link_forks`), so those
 epochs are trained once; ``--no-fork`` trains every GIT run from scratch (same weights on CPU).
+
+Parking (``parking.py``): ``park`` copies what continues each run into ``results/parked/``
+(committed), for when the machine and its runs root are lost; the protocol commands restore a
+run from there when its folder lacks it, and remove a parked copy once the run and every job that
+needs it have finished.
 """
 
 from __future__ import annotations
@@ -49,6 +57,8 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+
+import parking
 
 CONFIG_DIRS = {"fmnist": "configs/fmnist_lt", "k49": "configs/k49_lt", "cifar10-lt": "configs/cifar10_lt",
                "cifar100-lt": "configs/cifar100_lt", "gtsrb-lt": "configs/gtsrb_lt"}
@@ -259,6 +269,29 @@ def cifar_jobs(dataset: str, methods: list[str], seeds: list[int], out: str, ext
     return jobs
 
 
+def restore_parked(jobs: list[Job], out: str, dest: str = parking.PARKED) -> list[str]:
+    """Bring back each run whose folder under ``out`` lacks what its parked copy holds."""
+    return [j.name for j in jobs if j.kind != "measure" and parking.restore(
+        j.name, j.run_dir(out), "checkpoint.pt" if j.kind == "classifier" else "state.pt", dest)]
+
+
+def unpark_finished(jobs: list[Job], out: str, dest: str = parking.PARKED) -> list[str]:
+    """Remove the parked copy of each run that has finished when every job of this list that
+    needs it (its generator, the checkpoint it forks from, a measurement) has finished too. A run
+    whose parked copy holds a fork checkpoint stays parked until a job here has started from it
+    and finished (a GIT twin outside this call may still need it)."""
+    removed = []
+    for job in jobs:
+        if job.kind == "measure" or not os.path.isdir(os.path.join(dest, job.name)) or not job.done(out):
+            continue
+        dependants = [j for j in jobs if job.name in j.needed or (j.fork and j.fork[0] == job.name)]
+        forks = [j for j in dependants if j.fork and j.fork[0] == job.name]
+        holds_fork = any(f.startswith("checkpoint_e") for f in os.listdir(os.path.join(dest, job.name)))
+        if all(d.done(out) for d in dependants) and (forks or not holds_fork) and parking.unpark(job.name, dest):
+            removed.append(job.name)
+    return removed
+
+
 def run_jobs(jobs: list[Job], out: str, exe: list[str], dry_run: bool) -> int:
     failures = 0
     for job in jobs:
@@ -441,6 +474,7 @@ def archive(out: str, dest: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default_out = os.path.join(parking.runs_root(), "protocols")
     sub = p.add_subparsers(dest="protocol", required=True)
     s = sub.add_parser("synthetic", help="K49-style synthetic nuisance protocol (Fashion-MNIST or K49)")
     s.add_argument("--base", choices=("fmnist", "k49"), default="fmnist")
@@ -454,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
                                                     "balanced_softmax_drs_git"])
     c.add_argument("--seeds", nargs="+", type=int, default=[0])
     for q in (s, c):
-        q.add_argument("--out", default="runs/protocols")
+        q.add_argument("--out", default=default_out, help="run folder (default: $INVTRANSFER_RUNS/protocols)")
         q.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                        help="extra overrides of every classifier run (e.g. optim.epochs=10)")
         q.add_argument("--generator-config", default=None, metavar="YAML",
@@ -475,12 +509,25 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--cpus-per-job", type=int, default=4)
         q.add_argument("--slurm-partition", default=None)
     r = sub.add_parser("archive", help="copy finished runs' small outputs (JSON, config, log) for committing")
-    r.add_argument("--out", default="runs/protocols", help="the drivers' run folder")
+    r.add_argument("--out", default=default_out, help="the drivers' run folder")
     r.add_argument("--to", default="results/runs/protocols", help="destination (committed)")
+    k = sub.add_parser("park", help="copy what continues each unfinished run into results/parked/ (for committing)")
+    k.add_argument("--out", default=default_out, help="the drivers' run folder")
+    k.add_argument("--to", default=parking.PARKED, help="destination (committed)")
+    k.add_argument("--min-minutes", type=float, default=30.0,
+                   help="park only runs whose redo would cost more than this many (one-thread) minutes")
+    k.add_argument("--generator-dtype", choices=("auto", "float16", "float32"), default="auto",
+                   help="auto: float16 when that moves decodes by at most a tenth of the sampling noise")
     a = p.parse_args(argv)
     if a.protocol == "archive":
         names = archive(a.out, a.to)
         print(f"archived {len(names)} finished runs from {a.out} to {a.to}")
+        return 0
+    if a.protocol == "park":
+        if a.min_minutes < 0:
+            p.error(f"--min-minutes must be >= 0, got {a.min_minutes}")
+        names = parking.park(a.out, a.to, min_minutes=a.min_minutes, generator_dtype=a.generator_dtype)
+        print(f"parked {len(names)} runs from {a.out} in {a.to}; commit that folder")
         return 0
     if a.protocol == "synthetic":
         jobs = synthetic_jobs(a.base, a.transforms, a.instances, a.methods, a.out, a.git_on_rot, a.set,
@@ -489,16 +536,23 @@ def main(argv: list[str] | None = None) -> int:
         jobs = cifar_jobs(a.dataset, a.methods, a.seeds, a.out, a.set, a.set_generator, a.generator_config,
                           fork=not a.no_fork)
     exe = [sys.executable, "-m", "invtransfer"]
-    if a.dry_run or a.executor == "sequential":
+    if a.dry_run:
         return run_jobs(jobs, a.out, exe, a.dry_run)
-    try:
-        import submitit  # noqa: F401
-    except ImportError:
-        print("[dispatch] submitit is not installed (pip install 'invtransfer[sweep]'), so the jobs run one after "
-              "another in this process; --jobs and --executor are ignored.", flush=True)
-        return run_jobs(jobs, a.out, exe, a.dry_run)
-    return dispatch(jobs, a.out, exe, executor=a.executor, parallel=max(1, a.jobs), timeout_min=a.timeout_min,
-                    gpus_per_job=a.gpus_per_job, cpus_per_job=a.cpus_per_job, slurm_partition=a.slurm_partition)
+    restore_parked(jobs, a.out)
+    if a.executor == "sequential":
+        rc = run_jobs(jobs, a.out, exe, a.dry_run)
+    else:
+        try:
+            import submitit  # noqa: F401
+        except ImportError:
+            print("[dispatch] submitit is not installed (pip install 'invtransfer[sweep]'), so the jobs run one after "
+                  "another in this process; --jobs and --executor are ignored.", flush=True)
+            rc = run_jobs(jobs, a.out, exe, a.dry_run)
+        else:
+            rc = dispatch(jobs, a.out, exe, executor=a.executor, parallel=max(1, a.jobs), timeout_min=a.timeout_min,
+                          gpus_per_job=a.gpus_per_job, cpus_per_job=a.cpus_per_job, slurm_partition=a.slurm_partition)
+    unpark_finished(jobs, a.out)
+    return rc
 
 
 if __name__ == "__main__":

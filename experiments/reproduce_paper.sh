@@ -14,14 +14,14 @@
 #      flips (configs/generator/gtsrb_munit.yaml).
 # Then one report of everything: $OUT/report/report.md.
 #
-# Usage: [DRY_RUN=1] [ITEMS="1 2 3"] [JOBS=2] [CPUS_PER_JOB=1] [OUT=runs/protocols] [CIFAR_GEN_ITERATIONS=8750]
+# Usage: [DRY_RUN=1] [ITEMS="1 2 3"] [JOBS=2] [CPUS_PER_JOB=1] [OUT=$INVTRANSFER_RUNS/protocols] [CIFAR_GEN_ITERATIONS=8750]
 #        [GEN_CHECKPOINT_EVERY=1000]
 #        experiments/reproduce_paper.sh
 # (data root from $INVTRANSFER_DATA; on a 2-core machine keep OMP_NUM_THREADS=1 and JOBS=2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-.venv/bin/python}
-out=${OUT:-runs/protocols}
+out=${OUT:-${INVTRANSFER_RUNS:-runs}/protocols}
 jobs=${JOBS:-2}
 cpus=${CPUS_PER_JOB:-1}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$cpus}
