@@ -45,19 +45,27 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
-from invtransfer.config import dump_yaml, from_dict, option, to_dict
+from invtransfer.config import dump_yaml, from_dict, to_dict
 from invtransfer.data import batches, datasets
 from invtransfer.data.datasets import DatasetConfig, LTDataset
 from invtransfer.errors import InvTransferError
 from invtransfer.metrics.accuracy import classification_metrics
-from invtransfer.models.resnet_cifar import MODELS, build_model
+from invtransfer.models.resnet_cifar import build_model
 from invtransfer.train import distributed, losses
+from invtransfer.train.configs import (  # noqa: F401 (re-exported: the configs lived here)
+    RULES,
+    GitConfig,
+    LossConfig,
+    OptimConfig,
+    TrainConfig,
+    learning_rate,
+    method_label,
+)
 from invtransfer.train.runtime import (  # noqa: F401 (resolve_device, autocast_dtype: re-exported)
     autocast_dtype,
     json_dump,
@@ -71,66 +79,10 @@ from invtransfer.train.checkpoint import (
     TrainingInterrupted,
     atomic_save,
     check_resumable,
-    check_run_name,
     load_checkpoint,
     log_lines_upto,
     run_locked,
 )
-
-RULES = ("erm", "resample", "reweight", "drs", "drw")
-
-
-@dataclass
-class OptimConfig:
-    """SGD and its schedule (SPEC §3: CIFAR 200/160/180, K49 50/30/40)."""
-
-    epochs: int = option(200, "training epochs", ge=1)
-    batch_size: int = option(128, "batch size", ge=1)
-    lr: float = option(0.1, "peak learning rate", gt=0)
-    momentum: float = option(0.9, "SGD momentum", ge=0, lt=1)
-    weight_decay: float = option(2e-4, "weight decay", ge=0)
-    warmup_epochs: int = option(5, "linear warm-up epochs", ge=0)
-    schedule: str = option("step", "step decays at E1/E2, or cosine after warm-up", choices=("step", "cosine"))
-    decay1_epoch: int = option(160, "E1: first decay (and default DRS/DRW switch)", ge=0)
-    decay2_epoch: int = option(180, "E2: second decay", ge=0)
-    decay1_factor: float = option(0.01, "lr factor from E1", gt=0)
-    decay2_factor: float = option(1e-4, "lr factor from E2", gt=0)
-
-    def validate(self) -> None:
-        if self.decay1_epoch >= self.epochs:
-            raise InvTransferError(f"config key 'optim.decay1_epoch' (E1={self.decay1_epoch}) must be smaller "
-                                   f"than optim.epochs={self.epochs}.")
-        if self.decay2_epoch <= self.decay1_epoch:
-            raise InvTransferError(f"config key 'optim.decay2_epoch' (E2={self.decay2_epoch}) must be larger than "
-                                   f"optim.decay1_epoch (E1={self.decay1_epoch}).")
-
-
-@dataclass
-class LossConfig:
-    name: str = option("ce", "loss", choices=losses.LOSSES)
-    focal_gamma: float = option(1.0, "focal loss gamma", ge=0)
-    ldam_max_margin: float = option(0.5, "LDAM largest margin", gt=0)
-    ldam_scale: float = option(30.0, "LDAM logit scale s", gt=0)
-    logit_adjust_tau: float = option(1.0, "logit adjustment tau", ge=0)
-    reweight_beta: float = option(0.9999, "effective-number beta of reweight/DRW", ge=0, lt=1)
-
-
-@dataclass
-class GitConfig:
-    """Generative Invariance Transfer (SPEC §5): generated samples replace part of each batch."""
-
-    generator: str | None = option(None, "generator run directory or generator.pt; setting it enables GIT")
-    gen_frac: float = option(0.5, "fraction of every batch (evenly spaced slots) given to generated samples", ge=0, le=1)
-    start_epoch: int | None = option(None, "first epoch (0-based) with GIT; default E1 + 1, as published", ge=0)
-    weighting: str = option("none", "none: every slot; linear: keep with prob max((K-n_c)/(K-n_min), 0); "
-                                    "threshold: only classes with n_c <= K", choices=("none", "linear", "threshold"))
-    class_size_threshold: int | None = option(None, "K of the linear/threshold weighting", ge=1)
-
-    def validate(self) -> None:
-        if self.weighting != "none" and self.class_size_threshold is None:
-            raise InvTransferError(f"config key 'git.class_size_threshold' (K) is required with "
-                                   f"git.weighting={self.weighting} (e.g. 500 on CIFAR-10-LT, 100 on CIFAR-100-LT).")
-
 
 def git_keep_probability(weighting: str, class_counts: list[int], threshold: int | None) -> torch.Tensor:
     """Per-class probability that a generated slot is used (SPEC §5)."""
@@ -146,74 +98,6 @@ def git_keep_probability(weighting: str, class_counts: list[int], threshold: int
     return ((threshold - n) / (threshold - n_min)).clamp_min(0.0)
 
 
-@dataclass
-class TrainConfig:
-    """One classifier training run."""
-
-    data: DatasetConfig = field(default_factory=DatasetConfig)
-    model: str = option("resnet32", "architecture", choices=MODELS)
-    cosine_head: bool | None = option(None, "cosine classifier head (default: only with the LDAM loss)")
-    loss: LossConfig = field(default_factory=LossConfig)
-    rule: str = option("erm", "long-tail rule", choices=RULES)
-    switch_epoch: int | None = option(None, "E1 of DRS/DRW (default optim.decay1_epoch)", ge=0)
-    augment: str = option("crop_flip", "batched augmentation", choices=batches.AUGMENTATIONS)
-    crop_padding: int = option(4, "zero padding of the random crop", ge=0)
-    oracle: bool = option(False, "apply the dataset's true nuisance online to every training example")
-    git: GitConfig = field(default_factory=GitConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    select: str = option("val", "weights evaluated on test: best validation balanced accuracy, or last epoch",
-                         choices=("val", "last"))
-    eval_every: int = option(1, "validate every N epochs (and at the last)", ge=1)
-    eval_batch_size: int = option(1024, "batch size of evaluation", ge=1)
-    seed: int = option(0, "training seed (init, sampling, augmentation)", ge=0)
-    device: str = option("auto", "auto picks cuda, then mps, then cpu", choices=("auto", "cpu", "cuda", "mps"))
-    compile: bool = option(False, "torch.compile the model")
-    channels_last: bool = option(True, "channels_last memory format (faster on CPU and GPU)")
-    amp: str = option("auto", "autocast: auto = bf16 on CUDA only", choices=("auto", "bf16", "off"))
-    sync_bn: bool = option(False, "multi-process runs: batch-norm statistics of the global batch rather than "
-                                  "of each process's shard")
-    out_dir: str = option("runs", "parent folder of run directories")
-    name: str | None = option(None, "run directory name (default dataset__method__seed__time)")
-    method: str | None = option(None, "method label in reports (default derived from loss/rule)")
-    resume: bool = option(False, "continue the run in runs/<name> from its checkpoint")
-    overwrite: bool = option(False, "delete an existing runs/<name> and start over")
-    checkpoint_every: int = option(5, "write a checkpoint every N epochs (and at the end)", ge=1)
-    keep_checkpoints: list[int] = option(default_factory=list, help="also keep the checkpoint taken after each of "
-                                         "these epochs, as checkpoint_eN.pt (a fork point for init_from)")
-    init_from: str | None = option(None, "start from another run's checkpoint (file, or run directory for its "
-                                         "checkpoint.pt) whose config differs from this one only in git.* keys "
-                                         "and was taken no later than this run's first GIT epoch: the shared "
-                                         "epochs are not trained twice, and the result equals a run from scratch")
-    quiet: bool = option(False, "one line per epoch instead of progress bars")
-    tensorboard: bool = option(False, "opt-in: also write the per-epoch scalars of metrics.jsonl to "
-                                      "runs/<name>/tensorboard/ (needs the tensorboard package; asking for it "
-                                      "without the package is an error before the run directory is made)")
-
-    def validate(self) -> None:
-        if self.switch_epoch is not None and self.switch_epoch >= self.optim.epochs:
-            raise InvTransferError(f"config key 'switch_epoch' (E1={self.switch_epoch}) must be smaller than "
-                                   f"optim.epochs={self.optim.epochs}.")
-        if self.resume and self.overwrite:
-            raise InvTransferError("config keys 'resume' and 'overwrite' cannot both be true.")
-        if self.resume and not self.name:
-            raise InvTransferError("config key 'resume=true' needs 'name' (the run directory under out_dir).")
-        check_run_name(self.name)
-        if self.oracle and self.git.generator:
-            raise InvTransferError("config keys 'oracle=true' and 'git.generator' exclude each other: the oracle "
-                                   "is the control that replaces the generator by the true transform.")
-
-    @property
-    def e1(self) -> int:
-        return self.optim.decay1_epoch if self.switch_epoch is None else self.switch_epoch
-
-    @property
-    def git_start(self) -> int | None:
-        """First GIT epoch (0-based): DRS resamples from E1, GIT starts the epoch after, as published."""
-        if not self.git.generator:
-            return None
-        return self.e1 + 1 if self.git.start_epoch is None else self.git.start_epoch
-
-
 # Keys that may differ between a run and its resumption.
 _RESUME_FREE = ("resume", "overwrite", "quiet", "device", "tensorboard", "compile", "checkpoint_every", "select",
                 "eval_batch_size",  # evaluation only: the answer to an out-of-memory error while evaluating
@@ -223,31 +107,6 @@ _RESUME_FREE = ("resume", "overwrite", "quiet", "device", "tensorboard", "compil
 # Keys that may differ between a run and the run it forks from (init_from): GIT changes nothing
 # before its first epoch, because every random draw derives from (seed, epoch, step).
 _FORK_FREE = _RESUME_FREE + ("git.", "method")
-
-
-def method_label(cfg: TrainConfig) -> str:
-    """'CE', 'CE+DRS', 'LDAM-DRW', 'Focal', 'BalancedSoftmax+DRS', ... (+Oracle)."""
-    if cfg.method:
-        return cfg.method
-    base = {"ce": "CE", "focal": "Focal", "ldam": "LDAM", "balanced_softmax": "BalancedSoftmax",
-            "logit_adjust": "LogitAdjust"}[cfg.loss.name]
-    label = base if cfg.rule == "erm" else (f"{base}-DRW" if cfg.loss.name == "ldam" and cfg.rule == "drw"
-                                            else f"{base}+{cfg.rule.upper() if cfg.rule in ('drs', 'drw') else cfg.rule}")
-    return label + ("+Oracle" if cfg.oracle else "") + ("+GIT" if cfg.git.generator else "")
-
-
-def learning_rate(o: OptimConfig, epoch: int) -> float:
-    """The learning rate of a whole epoch (0-based), as LDAM-DRW's schedule sets it per epoch."""
-    if epoch < o.warmup_epochs:
-        return o.lr * (epoch + 1) / o.warmup_epochs
-    if o.schedule == "cosine":
-        t = (epoch - o.warmup_epochs) / max(1, o.epochs - o.warmup_epochs)
-        return o.lr * 0.5 * (1.0 + math.cos(math.pi * t))
-    if epoch >= o.decay2_epoch:
-        return o.lr * o.decay2_factor
-    if epoch >= o.decay1_epoch:
-        return o.lr * o.decay1_factor
-    return o.lr
 
 
 def _summary_writer_class():

@@ -68,14 +68,13 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from invtransfer.config import dump_yaml, from_dict, option, to_dict
+from invtransfer.config import dump_yaml, from_dict, to_dict
 from invtransfer.data import batches, datasets
 from invtransfer.data import nuisance as nuisance_ops
 from invtransfer.data.datasets import DatasetConfig, LTDataset
@@ -89,13 +88,13 @@ from invtransfer.models.munit import (
     lsgan_g_loss,
 )
 from invtransfer.train import distributed
+from invtransfer.train.configs import GeneratorArch, GeneratorTrainConfig  # noqa: F401 (re-exported)
 from invtransfer.fileio import prepare_run_dir
 from invtransfer.train.checkpoint import (
     StopSignals,
     TrainingInterrupted,
     atomic_save,
     check_resumable,
-    check_run_name,
     load_checkpoint,
     log_lines_upto,
     run_locked,
@@ -107,86 +106,6 @@ STREAM_A, STREAM_B, STREAM_STYLE = 1, 2, 3
 # Loss terms logged in metrics.jsonl (loss_recon_cycle only when recon_cycle_weight > 0).
 LOSS_KEYS = ("loss_d", "loss_g", "loss_adv", "loss_recon_x", "loss_recon_s", "loss_recon_c", "loss_recon_cycle")
 GRID_STYLES = 6  # random-style columns of the training sample grids
-
-
-@dataclass
-class GeneratorArch(MunitArch):
-    """MunitArch whose channels and image size default to the dataset's (None = take them)."""
-
-    channels: int | None = option(None, "image channels (default: the dataset's)", ge=1)
-    image_size: int | None = option(None, "square image side (default: the dataset's)", ge=1)
-
-    def validate(self) -> None:
-        # Size-dependent checks need the image shape; they run in resolve() once it is known.
-        if self.channels is not None and self.image_size is not None:
-            super().validate()
-
-    def resolve(self, image_shape: Sequence[int], dataset: str) -> MunitArch:
-        """The full architecture for a dataset of ``(C, H, W)`` images; contradictions are errors."""
-        c, h, w = (int(v) for v in image_shape)
-        if h != w:
-            raise InvTransferError(f"dataset {dataset!r} has {h}x{w} images; MUNIT here needs square images.")
-        for key, mine, theirs, what in (("channels", self.channels, c, "channels"),
-                                        ("image_size", self.image_size, h, "image side")):
-            if mine is not None and mine != theirs:
-                raise InvTransferError(
-                    f"config key 'arch.{key}'={mine} contradicts dataset {dataset!r}, whose images have "
-                    f"{what} {theirs} (C, H, W) = {(c, h, w)}; leave arch.{key} unset (it is taken from the "
-                    f"dataset) or use a dataset with {key}={mine}.")
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(MunitArch)}
-        arch = MunitArch(**dict(values, channels=c, image_size=h))
-        arch.validate()
-        return arch
-
-
-@dataclass
-class GeneratorTrainConfig:
-    """One MUNIT training run: the paper's values, except batch size 4 and lr 2e-4 (the paper: 1 and
-    1e-4). At the same CPU time (one Fashion-MNIST-DIL-LT run per setting, one seed; RESULTS.md,
-    "MUNIT batch size at equal time"), batch 4 with the learning rate scaled by sqrt(batch)
-    preserved classes best (+2 points over batch 1), came closest to the true nuisance diversity,
-    and matched batch 1's reconstruction L1 within 0.002 (0.070 against 0.068); batch 16 was worse
-    than batch 4 on all three. 10k iterations at batch 1 = 2500 here, in images seen."""
-
-    data: DatasetConfig = field(default_factory=DatasetConfig)
-    arch: GeneratorArch = field(default_factory=GeneratorArch)
-    iterations: int = option(2500, "training iterations (one discriminator and one generator step each)", ge=1)
-    batch_size: int = option(4, "images per stream per iteration (the paper used 1)", ge=1)
-    lr: float = option(2e-4, "Adam learning rate of generator and discriminator (the paper: 1e-4 at batch 1)",
-                       gt=0)
-    beta1: float = option(0.5, "Adam beta1", ge=0, lt=1)
-    beta2: float = option(0.999, "Adam beta2", ge=0, lt=1)
-    weight_decay: float = option(1e-4, "Adam (L2) weight decay", ge=0)
-    lr_step: int = option(25000, "halve the learning rate every lr_step iterations (the paper: 100k "
-                          "images)", ge=1)
-    gan_weight: float = option(1.0, "weight of the adversarial loss", ge=0)
-    recon_x_weight: float = option(10.0, "weight of the image reconstruction L1", ge=0)
-    recon_s_weight: float = option(1.0, "weight of the random-style reconstruction L1", ge=0)
-    recon_c_weight: float = option(1.0, "weight of the content reconstruction L1", ge=0)
-    recon_cycle_weight: float = option(0.0, "weight of the explicit cycle L1 (x -> random style -> own style)",
-                                       ge=0)
-    flip: bool = option(True, "random horizontal flip of both streams")
-    seed: int = option(0, "training seed (init, sampling, flips, styles)", ge=0)
-    device: str = option("auto", "auto picks cuda, then mps, then cpu", choices=("auto", "cpu", "cuda", "mps"))
-    amp: str = option("auto", "autocast: auto = bf16 on CUDA only", choices=("auto", "bf16", "off"))
-    channels_last: bool = option(True, "channels_last memory format of models and batches (about 10% faster "
-                                       "for the paper architecture on CPU)")
-    compile: bool = option(False, "torch.compile the loss computations")
-    out_dir: str = option("runs", "parent folder of run directories")
-    name: str | None = option(None, "run directory name (default dataset__munit__s<seed>__time)")
-    resume: bool = option(False, "continue the run in out_dir/<name> from its state.pt")
-    overwrite: bool = option(False, "delete an existing out_dir/<name> and start over")
-    checkpoint_every: int = option(1000, "write state.pt every N iterations (and at the end)", ge=1)
-    sample_every: int = option(1000, "write samples_<iteration>.png every N iterations", ge=1)
-    log_every: int = option(50, "append to metrics.jsonl every N iterations (and at the end)", ge=1)
-    quiet: bool = option(False, "log lines on stdout instead of a progress bar")
-
-    def validate(self) -> None:
-        if self.resume and self.overwrite:
-            raise InvTransferError("config keys 'resume' and 'overwrite' cannot both be true.")
-        if self.resume and not self.name:
-            raise InvTransferError("config key 'resume=true' needs 'name' (the run directory under out_dir).")
-        check_run_name(self.name)
 
 
 # Keys that may differ between a run and its resumption ('iterations': a run can be extended,
