@@ -86,6 +86,10 @@ def test_download_happy_path_then_skip_then_force(served, tmp_path, monkeypatch)
     for n, data in files.items():
         assert (root / "mnist" / n).read_bytes() == data
     assert sorted(os.listdir(root / "mnist")) == sorted(IDX)  # no temp files left
+    mask = os.umask(0o022)
+    os.umask(mask)
+    # the umask's permissions, as a plain open() gives (the temporary file's 0600 used to stay)
+    assert {os.stat(p).st_mode & 0o777 for p in paths} == {0o666 & ~mask}
     ds = load_source("mnist", str(root), strict_checksums=True)
     assert ds.x_train.shape == (6, 28, 28, 1) and ds.warnings == []
     np.testing.assert_array_equal(ds.y_test, [3, 1, 2])

@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import stat
 import tempfile
 import time
 from collections.abc import Callable
@@ -34,7 +35,7 @@ try:  # POSIX only; elsewhere runs are simply not locked
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["atomic_write_bytes", "write_error", "temp_file", "remove_stale_temps", "RunLock", "check_run_name",
+__all__ = ["atomic_write_bytes", "write_error", "temp_file", "open_mode", "remove_stale_temps", "RunLock", "check_run_name",
            "STALE_TEMP_AGE_S"]
 
 #: Temporaries younger than this (seconds) are never removed, whoever wrote them.
@@ -81,12 +82,46 @@ def remove_stale_temps(folder: str, target: str, now: float | None = None) -> li
     return removed
 
 
+def current_umask() -> int:
+    """The process's umask (read from /proc where possible: setting it to read it is not thread-safe)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def open_mode(path: str) -> int:
+    """The permission bits plain ``open(path, "w")`` would leave: an existing file keeps its mode, a new
+    one gets 0o666 less the umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~current_umask()
+
+
 def temp_file(path: str) -> tuple[int, str]:
-    """Create the temporary for an atomic write of ``path`` (after removing stale ones): (fd, name)."""
+    """Create the temporary for an atomic write of ``path`` (after removing stale ones): (fd, name).
+
+    ``mkstemp`` makes it 0600 whatever the umask; it gets the mode plain ``open()`` would give
+    ``path`` (:func:`open_mode`), so outputs on a shared machine are as readable as any other file.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     remove_stale_temps(folder, os.path.basename(path))
-    return tempfile.mkstemp(dir=folder, prefix=_TEMP_PREFIX, suffix=os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=_TEMP_PREFIX, suffix=os.path.basename(path))
+    try:
+        os.fchmod(fd, open_mode(path))
+    except OSError:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    return fd, tmp
 
 
 def fsync_dir(folder: str) -> None:

@@ -21,6 +21,7 @@ import zipfile
 
 from invtransfer.data import formats
 from invtransfer.errors import InvTransferError, suggest
+from invtransfer.fileio import open_mode
 
 __all__ = ["DOWNLOADABLE", "OFFICIAL", "download"]
 
@@ -71,6 +72,7 @@ def _fetch(url: str, folder: str, filename: str, algos: set[str]) -> tuple[str, 
     hashes = {a: hashlib.new(a) for a in algos}
     fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", suffix=".part", dir=folder)
     try:
+        os.fchmod(fd, open_mode(os.path.join(folder, filename)))  # mkstemp's 0600 would survive the rename
         with os.fdopen(fd, "wb") as out:
             with urllib.request.urlopen(url, timeout=60) as resp:
                 total = int(resp.headers.get("Content-Length") or 0)
