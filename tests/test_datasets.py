@@ -124,6 +124,55 @@ def test_too_few_images_without_cycling(tiny_npz):
         datasets.build_dataset(tiny_data_overrides(tiny_npz, counts=[400, 20, 8, 4], allow_cycling=False))
 
 
+def test_npz_file_implies_the_npz_source(tmp_path, tiny_npz):
+    """npz_file= reads that file (it used to be ignored without source=npz: the preset's own data
+    was read, with no warning); npz_file with another source is refused."""
+    ds = datasets.build_dataset({"name": "cifar10-lt", "npz_file": str(tiny_npz), "n_max": 40, "val_per_class": 5})
+    assert ds.sources == [str(tiny_npz)] and ds.config["source"] == "npz" and ds.image_shape == (1, 12, 12)
+    with pytest.raises(InvTransferError, match="npz_file=.* and source='cifar10' contradict each other"):
+        datasets.build_dataset({"name": "cifar10-lt", "npz_file": str(tiny_npz), "source": "cifar10"})
+    # a relative npz_file is looked for in the current directory, then under the data roots
+    (tmp_path / "roots").mkdir()
+    (tmp_path / "roots" / "mine.npz").write_bytes(tiny_npz.read_bytes())
+    ds = datasets.build_dataset(tiny_data_overrides("mine.npz", data_root=str(tmp_path / "roots")))
+    assert ds.sources == [str(tmp_path / "roots" / "mine.npz")]
+
+
+def test_repeated_images_are_an_explicit_choice_and_reported(tiny_npz, capsys):
+    """A K49-style preset repeats images of a short class (allow_cycling) on its own data; on other
+    data that must be asked for, and the repeats are reported in the info, its JSON and warnings."""
+    short = tiny_data_overrides(tiny_npz, counts=[100, 20, 8, 4])
+    with pytest.raises(InvTransferError, match=r"class 0 needs 100 examples but only \d+ .*allow_cycling=true"
+                                               r".*repeats images only on its own source \(fashion-mnist\)"):
+        datasets.build_dataset(short)
+    ds = datasets.build_dataset(dict(short, allow_cycling=True))
+    assert ds.train_class_counts == [100, 20, 8, 4]
+    n0 = len(np.unique(ds.x_train_base[ds.y_train == 0].reshape(100, -1), axis=0))
+    assert ds.train_repeats == [100 - n0, 0, 0, 0] and ds.info()["repeated_train_images"] == 100 - n0
+    assert len(ds.warnings) == 1 and f"{100 - n0} of the 132 training examples" in ds.warnings[0]
+    assert f"'a' {n0} images for 100" in ds.warnings[0]
+    again = datasets.build_dataset(dict(short, allow_cycling=True))  # from the cache: reported the same
+    assert again.warnings == ds.warnings and again.train_repeats == ds.train_repeats
+    args = [f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in short.items() if k != "name"]
+    assert cli.main(["data", "fmnist-dil-lt", *args, "allow_cycling=true", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["repeated_train_images"] == 100 - n0 and "warning: " in err and "repeat" in err
+    # without repeats: nothing reported
+    plain = datasets.build_dataset(tiny_data_overrides(tiny_npz))
+    assert plain.train_repeats == [0, 0, 0, 0] and plain.warnings == []
+
+
+def test_a_missing_data_root_is_a_warning_naming_where_the_data_came_from(tmp_path, tiny_npz, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.npz").write_bytes(tiny_npz.read_bytes())
+    ds = datasets.build_dataset(tiny_data_overrides("x.npz", data_root=str(tmp_path / "nonexistent")))
+    assert len(ds.warnings) == 1 and f"data_root {tmp_path / 'nonexistent'} does not exist" in ds.warnings[0]
+    assert str(tmp_path / "data" / "x.npz") in ds.warnings[0]
+    # the same dataset through another root, now from the cache, has no such warning
+    assert datasets.build_dataset(tiny_data_overrides("x.npz")).warnings == []
+
+
 def test_data_cli_json_and_preview(tiny_npz, tmp_path, capsys):
     args = [f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in tiny_data_overrides(tiny_npz).items()
             if k != "name"]

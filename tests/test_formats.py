@@ -183,7 +183,9 @@ def test_cifar10_binary_layout_and_both_tarballs(tmp_path):
     bin_names = write_cifar10_bin(tmp_path / "bin", parts, test)
     ds = read_cifar10(str(tmp_path / "bin" / "cifar-10-batches-bin"))
     check(ds, x, y, *test, bin_names)
-    assert ds.warnings == []  # no known digests for the binary batches
+    # no official digests are published for the binary batches, but their record counts are known
+    assert len(ds.warnings) == 1 and "do not hold the official numbers of images" in ds.warnings[0]
+    assert "data_batch_1.bin holds 3 (official: 10,000)" in ds.warnings[0]
 
     root = tmp_path / "root"
     os.makedirs(root / "cifar10")
@@ -194,7 +196,8 @@ def test_cifar10_binary_layout_and_both_tarballs(tmp_path):
     ds = load_source("cifar10", str(root))
     check(ds, x, y, *test, py_names)
     assert ds.sources == [py_tar]
-    assert len(ds.warnings) == 1 and "c58f30108f718f92721af3b95e74349a" in ds.warnings[0]
+    assert len(ds.warnings) == 2 and "c58f30108f718f92721af3b95e74349a" in ds.warnings[0]
+    assert "cifar-10-python.tar.gz:cifar-10-batches-py/test_batch holds 5 (official: 10,000)" in ds.warnings[1]
     ds = read_cifar10(bin_tar)
     check(ds, x, y, *test, bin_names)
     assert not os.path.exists(tmp_path / "cifar-10-batches-bin")  # read in place
@@ -240,6 +243,58 @@ def test_cifar_truncated_bin_and_corrupt_tar(tmp_path):
     bad.write_bytes(bytes(flipped))
     with pytest.raises(InvTransferError, match="cifar-10-python.tar.gz"):
         read_cifar10(str(bad))
+
+
+def test_cifar_batches_cut_at_a_record_boundary_are_not_official(tmp_path, monkeypatch):
+    """A batch cut at a record boundary parses cleanly; only the official count of images tells it
+    apart: a warning naming the file and both counts, an error with strict_checksums (it used to be
+    accepted with no warning even then). The tiny batches here stand in for the official sizes."""
+    parts, test = cifar_data()
+    write_cifar10_bin(tmp_path, parts, test)
+    write_cifar10_py(tmp_path / "py", parts, test)
+    records = formats._CIFAR_SPECS["cifar10"].records
+    for name, n in zip([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], [3, 2, 2, 2, 3, 5]):
+        monkeypatch.setitem(records, name, n)
+        monkeypatch.setitem(records, name + ".bin", n)
+    assert load_source("cifar10", str(tmp_path)).warnings == []
+    path = tmp_path / "cifar-10-batches-bin" / "test_batch.bin"
+    path.write_bytes(path.read_bytes()[:2 * 3073])
+    ds = load_source("cifar10", str(tmp_path))
+    assert len(ds.y_test) == 2 and len(ds.warnings) == 1
+    assert f"{path} holds 2 (official: 5)" in ds.warnings[0] and "cut at a record boundary" in ds.warnings[0]
+    with pytest.raises(InvTransferError, match=r"test_batch\.bin holds 2 \(official: 5\).*strict_checksums is on"):
+        load_source("cifar10", str(tmp_path), strict_checksums=True)
+    # the python batches are counted the same way
+    py = tmp_path / "py" / "cifar-10-batches-py"
+    with open(py / "data_batch_2", "wb") as f:
+        pickle.dump({b"labels": [int(v) for v in parts[1][1][:1]], b"data": planes(parts[1][0][:1])}, f, protocol=2)
+    warnings = read_cifar10(str(py)).warnings  # (+ the md5 mismatches of these made-up files)
+    assert any(f"{py / 'data_batch_2'} holds 1 (official: 2)" in w for w in warnings)
+
+
+def test_a_known_modified_copy_is_named_and_refused_when_strict(tmp_path, monkeypatch):
+    """Files known not to be official (the partly-JPEG CIFAR-10 copy of the project's machines) are
+    named in a warning; strict_checksums refuses them with the same explanation."""
+    parts, test = cifar_data()
+    write_cifar10_bin(tmp_path, parts, test)
+    path = tmp_path / "cifar-10-batches-bin" / "data_batch_2.bin"
+    copy = {"data_batch_2.bin": {hashlib.sha256(path.read_bytes()).hexdigest(): "the copy made by the test"}}
+    monkeypatch.setitem(formats.KNOWN_COPIES, "cifar10", copy)
+    ds = load_source("cifar10", str(tmp_path))
+    assert f"{path} is not the official cifar10 file but the copy made by the test" in ds.warnings[0]
+    with pytest.raises(InvTransferError, match=r"data_batch_2\.bin is not the official cifar10 file but the copy "
+                                               r"made by the test.*strict_checksums is on"):
+        load_source("cifar10", str(tmp_path), strict_checksums=True)
+    data = bytearray(path.read_bytes())
+    data[5] ^= 1  # one pixel: another file of that name is not taken for the copy
+    path.write_bytes(bytes(data))
+    assert not any("made by the test" in w for w in load_source("cifar10", str(tmp_path)).warnings)
+
+
+def test_the_partly_jpeg_cifar10_copy_is_known():
+    copies = formats.KNOWN_COPIES["cifar10"]
+    assert sorted(copies) == sorted([f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"])
+    assert all(len(d) == 1 and "partly-JPEG" in next(iter(d.values())) for d in copies.values())
 
 
 class _Evil:
@@ -299,6 +354,11 @@ def test_idx_round_trip(tmp_path, gz):
         assert len(ds.warnings) == 4 and "f68b3c2dcbeaaa9fbdd348bbdeb94873" in ds.warnings[0]
     else:
         assert ds.warnings == []  # only the .gz files have known digests
+
+    # the uncompressed Fashion-MNIST files have known official digests too
+    write_idx_folder(tmp_path / "raw" / "fashion-mnist", gz=False)
+    ds = load_source("fashion-mnist", str(tmp_path / "raw"))
+    assert len(ds.warnings) == 4 and "f4a8712d7a061bf5bd6d2ca38dc4d50a" in ds.warnings[0]
 
     write_idx_folder(tmp_path / "k" / "kmnist")
     assert load_source("kmnist", str(tmp_path / "k")).class_names[:3] == ["o", "ki", "su"]

@@ -131,6 +131,8 @@ def test_select_first_n_too_few():
         lt.select_first_n(LABELS, [1, 0, 4])
     msg = str(info.value)
     assert "class 2" in msg and "4" in msg and "3" in msg
+    # the hint names the option users set (the dataset option), not this function's argument
+    assert "allow_cycling=true" in msg and "cycle=True" not in msg
     with pytest.raises(InvTransferError, match="class 3"):  # no example at all, even with cycling
         lt.select_first_n(LABELS, [1, 0, 1, 2], cycle=True)
 

@@ -149,6 +149,9 @@ class LTDataset:
     warnings: list[str] = field(default_factory=list)
     #: the training images before the nuisance (oracle training re-transforms these online)
     x_train_base: np.ndarray | None = None
+    #: per class, how many stored training examples repeat an image already in the class
+    #: (allow_cycling, or the theta variant's base images); None only for a cache of an older build
+    train_repeats: list[int] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -167,7 +170,19 @@ class LTDataset:
                 "train_size": int(len(self.y_train)), "val_size": int(len(self.y_val)),
                 "test_size": int(len(self.y_test)), "image_shape": list(self.image_shape),
                 "imbalance_ratio": longtail.imbalance_ratio(counts), "nuisance": self.nuisance,
+                "repeated_train_images": sum(self.train_repeats or []), "train_repeats": self.train_repeats,
                 "sources": self.sources, "fingerprint": self.fingerprint, "warnings": self.warnings}
+
+    def repeat_warning(self) -> str | None:
+        """The warning that training images are repeated (allow_cycling), or None."""
+        if not any(self.train_repeats or []) or self.config.get("variant") == "theta":
+            return None  # theta repeats its few base images by design
+        short = [(c, n - r, n) for c, (n, r) in enumerate(zip(self.train_class_counts, self.train_repeats)) if r]
+        shown = ", ".join(f"{self.class_names[c]!r} {u:,} images for {n:,}" for c, u, n in short[:5])
+        more = f" and {len(short) - 5} more classes" if len(short) > 5 else ""
+        return (f"{sum(self.train_repeats):,} of the {len(self.y_train):,} training examples of {self.name} repeat an "
+                f"image of their class (allow_cycling=true): {shown}{more}. Each class has fewer images than its "
+                f"size; set allow_cycling=false to refuse, or lower the class sizes.")
 
 
 def resolve(cfg: DatasetConfig) -> DatasetConfig:
@@ -177,6 +192,18 @@ def resolve(cfg: DatasetConfig) -> DatasetConfig:
                                f"Known datasets: {', '.join(PRESETS)}.")
     preset = PRESETS[cfg.name]
     values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    if values["npz_file"] is not None:
+        # npz_file names the data to read; it must never be dropped in favour of the preset's own.
+        if values["source"] is None:
+            values["source"] = "npz"
+        elif values["source"] != "npz":
+            raise InvTransferError(f"dataset options npz_file={values['npz_file']!r} and source={values['source']!r} "
+                                   f"contradict each other: npz_file is the data of source=npz. Drop source= to "
+                                   f"read the npz file, or drop npz_file to read {values['source']}.")
+    if values["allow_cycling"] is None and values["source"] not in (None, preset["source"]):
+        # A preset repeats images (allow_cycling) only on the data it was designed for; on other
+        # data, repeating must be the user's explicit choice.
+        values["allow_cycling"] = False
     for k, v in preset.items():
         if values.get(k) is None:
             values[k] = v
@@ -228,21 +255,8 @@ def _file_digest(path: str, memo_dir: str) -> str:
 
 
 def _load_raw(cfg: DatasetConfig) -> formats.RawDataset:
-    if cfg.source == "npz":
-        path = cfg.npz_file
-        if not os.path.isabs(path):
-            candidates = [os.path.join(r, path) for r in formats.data_roots(cfg.data_root, "npz")]
-            found = [c for c in candidates if os.path.isfile(c)]
-            if not found:
-                raise InvTransferError(
-                    f"dataset {cfg.name!r}: npz file {path!r} not found; searched "
-                    f"{', '.join(candidates) or '(no data roots)'}. Pass data_root=FOLDER or npz_file=/abs/path.npz "
-                    f"(an npz with uint8 x_train, y_train, x_test, y_test).")
-            path = found[0]
-        raw = formats.read_npz(path)
-    else:
-        raw = formats.load_source(cfg.source, cfg.data_root, strict_checksums=cfg.strict_checksums,
-                                  cifar100_labels=cfg.cifar100_labels, gtsrb_roi_crop=cfg.gtsrb_roi_crop)
+    raw = formats.load_source(cfg.source, cfg.data_root, npz_file=cfg.npz_file, strict_checksums=cfg.strict_checksums,
+                              cifar100_labels=cfg.cifar100_labels, gtsrb_roi_crop=cfg.gtsrb_roi_crop)
     if cfg.num_classes is not None:
         total = len(raw.class_names)
         if cfg.num_classes > total:
@@ -301,7 +315,13 @@ def _build(cfg: DatasetConfig, raw: formats.RawDataset, fingerprint: str) -> LTD
         pool = np.sort(pool)
         train_idx = longtail.select_first_n(y, counts, cycle=True, pool=pool)
     elif cfg.selection == "first":
-        train_idx = longtail.select_first_n(y, counts, cycle=bool(cfg.allow_cycling), pool=pool)
+        try:
+            train_idx = longtail.select_first_n(y, counts, cycle=bool(cfg.allow_cycling), pool=pool)
+        except InvTransferError as e:
+            preset = PRESETS[cfg.name]
+            why = (f" The preset {cfg.name} repeats images only on its own source ({preset['source']}), not on "
+                   f"source={cfg.source}." if preset.get("allow_cycling") and cfg.source != preset["source"] else "")
+            raise InvTransferError(f"dataset {cfg.name!r}: {e}.{why}") from None
     else:
         train_idx = longtail.select_shuffled(y, counts, cfg.selection_seed, pool=pool)
     if val_idx is None:
@@ -318,7 +338,15 @@ def _build(cfg: DatasetConfig, raw: formats.RawDataset, fingerprint: str) -> LTD
                      train_class_counts=[int(c) for c in np.bincount(y[train_idx], minlength=num_classes)],
                      nuisance=cfg.nuisance, sources=list(raw.sources), fingerprint=fingerprint,
                      config=to_dict(cfg), warnings=list(raw.warnings),
-                     x_train_base=raw.x_train[train_idx] if cfg.nuisance != "none" else None)
+                     x_train_base=raw.x_train[train_idx] if cfg.nuisance != "none" else None,
+                     train_repeats=_repeats(y, train_idx, num_classes))
+
+
+def _repeats(labels: np.ndarray, idx: np.ndarray, num_classes: int) -> list[int]:
+    """Per class: selected indices minus distinct selected indices."""
+    chosen = np.bincount(labels[idx], minlength=num_classes)
+    distinct = np.bincount(labels[np.unique(idx)], minlength=num_classes)
+    return [int(v) for v in chosen - distinct]
 
 
 def _fingerprint(cfg: DatasetConfig, source_digests: dict[str, str]) -> str:
@@ -328,9 +356,12 @@ def _fingerprint(cfg: DatasetConfig, source_digests: dict[str, str]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+_NOT_CACHED = "the dataset was built but not cached"
+
+
 def _save_cache(path: str, ds: LTDataset) -> None:
     meta = {k: getattr(ds, k) for k in ("name", "class_names", "train_class_counts", "nuisance", "sources",
-                                        "fingerprint", "config", "warnings")}
+                                        "fingerprint", "config", "warnings", "train_repeats")}
     import io
     buf = io.BytesIO()
     extra = {} if ds.x_train_base is None else {"x_train_base": ds.x_train_base}
@@ -340,7 +371,7 @@ def _save_cache(path: str, ds: LTDataset) -> None:
         atomic_write_bytes(path, buf.getvalue())  # all or nothing: a failed write leaves no cache file
     except InvTransferError as e:
         # The cache only saves rebuilding; the dataset in hand is complete, so go on without it.
-        ds.warnings.append(f"the dataset was built but not cached ({e}); the next use rebuilds it.")
+        ds.warnings.append(f"{_NOT_CACHED} ({e}); the next use rebuilds it.")
 
 
 def _load_cache(path: str) -> LTDataset | None:
@@ -350,6 +381,8 @@ def _load_cache(path: str) -> LTDataset | None:
             meta = json.loads(z["meta"].tobytes().decode())
             arrays = {k: z[k] for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
             arrays["x_train_base"] = z["x_train_base"] if "x_train_base" in z.files else None
+        if meta.get("train_repeats") is None:
+            return None  # written before repeats were counted: rebuilt (same arrays) so they are reported
         return LTDataset(**arrays, **meta)
     except Exception:  # noqa: BLE001 - any damage (truncated zip, bad CRC, foreign or old file): rebuild
         return None
@@ -370,13 +403,14 @@ def build_dataset(cfg: DatasetConfig | dict | None = None, *, use_cache: bool = 
     digests = {p: _file_digest(p, cache_dir) for p in raw.sources}
     fingerprint = _fingerprint(cfg, digests)
     cache_path = os.path.join(cache_dir, f"{cfg.name}-{fingerprint}.npz")
-    if use_cache and os.path.isfile(cache_path):
-        ds = _load_cache(cache_path)
-        if ds is not None:
-            return ds
-    ds = _build(cfg, raw, fingerprint)
-    if use_cache:
-        _save_cache(cache_path, ds)
+    ds = _load_cache(cache_path) if use_cache and os.path.isfile(cache_path) else None
+    if ds is None:
+        ds = _build(cfg, raw, fingerprint)
+        if use_cache:
+            _save_cache(cache_path, ds)
+    # The warnings of this read of the source files (data_root, checksums), not the cached ones.
+    ds.warnings = list(raw.warnings) + [w for w in [ds.repeat_warning()] if w] + \
+        [w for w in ds.warnings if w.startswith(_NOT_CACHED)]
     return ds
 
 

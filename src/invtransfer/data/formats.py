@@ -40,7 +40,7 @@ import numpy as np
 from invtransfer.errors import InvTransferError, suggest
 
 __all__ = [
-    "RawDataset", "SOURCES", "FOLDERS", "DOWNLOADABLE", "KNOWN_DIGESTS", "data_roots",
+    "RawDataset", "SOURCES", "FOLDERS", "DOWNLOADABLE", "KNOWN_DIGESTS", "KNOWN_COPIES", "data_roots",
     "load_source", "read_cifar10", "read_cifar100", "parse_cifar_bin", "restricted_pickle_loads",
     "read_idx", "parse_idx", "read_idx_dataset", "read_k49", "read_npz", "read_gtsrb",
     "read_tinyimagenet", "file_digest",
@@ -101,6 +101,11 @@ KNOWN_DIGESTS: dict[str, dict[str, tuple[str, ...]]] = {
         "t10k-labels-idx1-ubyte.gz": (
             "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
             "bb300cfdad3c16e7a12a480ee83cd310"),
+        # The same files uncompressed (a gunzipped download, torchvision's FashionMNIST/raw).
+        "train-images-idx3-ubyte": ("f4a8712d7a061bf5bd6d2ca38dc4d50a",),
+        "train-labels-idx1-ubyte": ("9018921c3c673c538a1fc5bad174d6f9",),
+        "t10k-images-idx3-ubyte": ("8181f5470baa50b63fa0f6fddb340f0a",),
+        "t10k-labels-idx1-ubyte": ("15d484375f8d13e6eb1aabb0c3f46965",),
     },
     "mnist": {
         "train-images-idx3-ubyte.gz": ("f68b3c2dcbeaaa9fbdd348bbdeb94873",),
@@ -143,6 +148,24 @@ KNOWN_DIGESTS: dict[str, dict[str, tuple[str, ...]]] = {
     },
 }
 
+# Copies known NOT to be the official files, per source and file name: sha256 -> what the file
+# is. No official digests are published for the CIFAR binary batches, so without this entry the
+# partly-JPEG CIFAR-10 copy of the project's machines (its record counts are right) would pass
+# for the official data; with it, it is named (a warning, or an error with strict_checksums).
+_PARTLY_JPEG_CIFAR10 = (
+    "the partly-JPEG CIFAR-10 copy that materialize_cifar10.py writes (original training order and "
+    "labels; training images 4,000-49,999 and the test images outside a lossless subset went "
+    "through JPEG at quality ~75, mean PSNR 30.5 dB; the test batch is ordered by class)")
+KNOWN_COPIES: dict[str, dict[str, dict[str, str]]] = {
+    "cifar10": {name: {digest: _PARTLY_JPEG_CIFAR10} for name, digest in (
+        ("data_batch_1.bin", "333949a6a78a1f4add8a2ea152797cf44ba138082dc574c743bc4260fd023c11"),
+        ("data_batch_2.bin", "106eeaad9f1fa7a999292fdafe68ee909080f58aee038a76994035aedf40ba26"),
+        ("data_batch_3.bin", "99cb88ba00fca88bf28c517a74307b6b78a346c6ea747a561cb8e660c787d5cb"),
+        ("data_batch_4.bin", "76b482bc3bb79c0370e48ea71bb6e4f567a3770d224dc09a9ddc8cfa2369f294"),
+        ("data_batch_5.bin", "490f5ead4f04a3eb71d5898eb551e0d8d2c592feb778fb9b109a006b3f231495"),
+        ("test_batch.bin", "fd64db5246e2bf26d52ea111aaf57946dc109f4dfa0750c3d14099ffa36839cd"))},
+}
+
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                  "truck"]
 FASHION_MNIST_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -178,35 +201,64 @@ class _Context:
         self.warnings: list[str] = []
         self.sources: list[str] = []
         self._digests: dict[tuple[str, str], str] = {}
+        self._copies: dict[str, list[str]] = {}  # known modified copy -> its files read so far
 
     def used(self, path: str) -> None:
         path = os.path.abspath(path)
         if path not in self.sources:
             self.sources.append(path)
 
+    def _digest(self, path: str, algo: str) -> str:
+        key = (path, algo)
+        if key not in self._digests:
+            self._digests[key] = file_digest(path, algo)
+        return self._digests[key]
+
     def verify(self, path: str, source: str) -> None:
-        expected = KNOWN_DIGESTS.get(source, {}).get(os.path.basename(path))
-        if not expected:
+        name = os.path.basename(path)
+        expected = KNOWN_DIGESTS.get(source, {}).get(name)
+        copies = KNOWN_COPIES.get(source, {}).get(name)
+        if not expected and not copies:
             return
         path = os.path.abspath(path)
         found: dict[str, str] = {}
         # Lazily: hash only with the algorithms needed, stop at the first match, never twice.
-        for want in expected:
+        for want in expected or ():
             algo = _algo(want)
-            key = (path, algo)
-            if key not in self._digests:
-                self._digests[key] = file_digest(path, algo)
-            found[algo] = self._digests[key]
+            found[algo] = self._digest(path, algo)
             if found[algo] == want.lower():
                 return
-        exp = " or ".join(f"{_algo(d)} {d}" for d in expected)
-        got = ", ".join(f"{a} {d}" for a, d in found.items())
-        msg = (f"Checksum mismatch for {path}: expected {exp}, found {got}. This is not the "
-               f"official {source} file but a modified copy (re-encoded, repackaged or "
-               f"corrupted); results computed on it may differ from published numbers.")
+        copy = copies.get(self._digest(path, "sha256")) if copies else None
+        if copy:
+            # One warning per copy, naming all its files (not one long paragraph per file).
+            files = self._copies.setdefault(copy, [])
+            old = self._copy_message(files, source, copy) if files else None
+            files.append(path)
+            msg = self._copy_message(files, source, copy)
+            if old in self.warnings and not self.strict:
+                self.warnings[self.warnings.index(old)] = msg
+            else:
+                self.not_official(msg)
+        elif expected:
+            exp = " or ".join(f"{_algo(d)} {d}" for d in expected)
+            got = ", ".join(f"{a} {d}" for a, d in found.items())
+            self.not_official(f"Checksum mismatch for {path}: expected {exp}, found {got}. This is not "
+                              f"the official {source} file but a modified copy (re-encoded, repackaged "
+                              f"or corrupted); results computed on it may differ from published "
+                              f"numbers.")
+
+    @staticmethod
+    def _copy_message(files: list[str], source: str, copy: str) -> str:
+        what = (f"{files[0]} is not the official {source} file" if len(files) == 1 else
+                f"{', '.join(files[:-1])} and {files[-1]} are not the official {source} files")
+        return (f"{what} but {copy}. Results computed on it differ from published numbers; report them "
+                f"as measured on this copy.")
+
+    def not_official(self, msg: str) -> None:
+        """Evidence that a file is not the official one: a warning, or an error when strict."""
         if self.strict:
-            raise InvTransferError(msg + " (strict_checksums is on; turn it off to load "
-                                         "the file anyway.)")
+            raise InvTransferError(msg + " (strict_checksums is on: it accepts only files that match "
+                                         "the official ones; turn it off to load this anyway.)")
         if msg not in self.warnings:
             self.warnings.append(msg)
 
@@ -689,6 +741,9 @@ class _CifarSpec:
     py_meta: str
     bin_train: tuple[str, ...]
     bin_test: tuple[str, ...]
+    #: images in each official batch file (python and binary alike): a file cut at a record
+    #: boundary parses cleanly, so only its count tells it from the official one
+    records: dict[str, int]
 
 
 _CIFAR_SPECS = {
@@ -696,11 +751,25 @@ _CIFAR_SPECS = {
                           "cifar-10-python.tar.gz", "cifar-10-binary.tar.gz",
                           tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
                           "batches.meta", tuple(f"data_batch_{i}.bin" for i in range(1, 6)),
-                          ("test_batch.bin",)),
+                          ("test_batch.bin",),
+                          {f"{stem}{ext}": 10000 for stem in [f"data_batch_{i}" for i in range(1, 6)]
+                           + ["test_batch"] for ext in ("", ".bin")}),
     "cifar100": _CifarSpec("cifar100", "cifar-100-python", "cifar-100-binary",
                            "cifar-100-python.tar.gz", "cifar-100-binary.tar.gz", ("train",),
-                           ("test",), "meta", ("train.bin",), ("test.bin",)),
+                           ("test",), "meta", ("train.bin",), ("test.bin",),
+                           {"train": 50000, "test": 10000, "train.bin": 50000, "test.bin": 10000}),
 }
+
+
+def _check_records(counts: list[tuple[str, str, int]], spec: _CifarSpec, ctx: _Context) -> None:
+    """Compare each batch's number of images with the official count (``(name, path, n)`` each)."""
+    off = [f"{path} holds {n:,} (official: {spec.records[name]:,})" for name, path, n in counts
+           if n != spec.records[name]]
+    if off:
+        ctx.not_official(f"The {spec.source} batches do not hold the official numbers of images: "
+                         f"{'; '.join(off)}. A file cut at a record boundary, or a subset that is not "
+                         f"the official dataset; results computed on it are not comparable with "
+                         f"published numbers.")
 
 
 class _Files:
@@ -803,12 +872,16 @@ def _read_cifar(path: str, spec: _CifarSpec, ctx: _Context, labels: str) -> RawD
         files = _dir_files(path, ctx, spec.source)
 
     n_classes = (_CIFAR_LABELS[labels] if c100 else 10)
+    counts: list[tuple[str, str, int]] = []
     if kind == "py":
         label_key = f"{labels}_labels" if c100 else "labels"
 
         def load(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-            parts = [_cifar_py_batch(*files.need(n, f"a CIFAR python batch {n}"), label_key,
-                                     n_classes) for n in names]
+            parts = []
+            for n in names:
+                data, where = files.need(n, f"a CIFAR python batch {n}")
+                parts.append(_cifar_py_batch(data, where, label_key, n_classes))
+                counts.append((n, where, len(parts[-1][1])))
             return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
         # CIFAR-10's names are well known; CIFAR-100's must come from its meta file.
@@ -827,8 +900,11 @@ def _read_cifar(path: str, spec: _CifarSpec, ctx: _Context, labels: str) -> RawD
         x_test, y_test = load(spec.py_test)
     else:
         def load(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-            parts = [parse_cifar_bin(*files.need(n, "a CIFAR binary batch"), cifar100=c100,
-                                     labels=labels) for n in names]
+            parts = []
+            for n in names:
+                data, where = files.need(n, "a CIFAR binary batch")
+                parts.append(parse_cifar_bin(data, where, cifar100=c100, labels=labels))
+                counts.append((n, where, len(parts[-1][1])))
             return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
         x_train, y_train = load(spec.bin_train)
@@ -837,6 +913,7 @@ def _read_cifar(path: str, spec: _CifarSpec, ctx: _Context, labels: str) -> RawD
         meta = files.need(meta_name, f"the {n_classes} {labels} class names, one per line") \
             if c100 else files.get(meta_name)
         names = _text_names(meta[0], n_classes, meta[1]) if meta else list(CIFAR10_NAMES)
+    _check_records(counts, spec, ctx)
     return _finish(x_train, y_train, x_test, y_test, names, ctx)
 
 
@@ -1164,6 +1241,19 @@ def load_source(source: str, data_root: str | None = None, *, npz_file: str | No
     errors with ``strict_checksums``.
     """
     roots = data_roots(data_root, source)  # also validates the name
+    raw = _load_from(roots, source, npz_file=npz_file, strict_checksums=strict_checksums,
+                     cifar100_labels=cifar100_labels, gtsrb_size=gtsrb_size, gtsrb_roi_crop=gtsrb_roi_crop)
+    root = os.path.abspath(os.path.expanduser(str(data_root))) if data_root else None
+    if root and not os.path.isdir(root):
+        # Found under another root: say so, or a mistyped data_root silently reads other data.
+        raw.warnings.insert(0, f"data_root {root} does not exist (or is not a folder); {source} was read "
+                               f"from {os.path.commonpath(raw.sources) if raw.sources else 'another root'} "
+                               f"instead (searched in order: {', '.join(roots)}).")
+    return raw
+
+
+def _load_from(roots: list[str], source: str, *, npz_file: str | None, strict_checksums: bool,
+               cifar100_labels: str, gtsrb_size: int, gtsrb_roi_crop: bool) -> RawDataset:
     if cifar100_labels not in _CIFAR_LABELS:
         raise InvTransferError(f"cifar100_labels must be 'fine' or 'coarse', got "
                                f"{cifar100_labels!r}.{suggest(cifar100_labels, _CIFAR_LABELS)}")
@@ -1174,14 +1264,18 @@ def load_source(source: str, data_root: str | None = None, *, npz_file: str | No
         if not npz_file:
             raise InvTransferError("The 'npz' source needs npz_file: the path of an .npz with "
                                    "x_train, y_train, x_test, y_test (+ optional class_names).")
-        cands = [npz_file] if os.path.isabs(npz_file) else \
-            [os.path.abspath(npz_file)] + [os.path.join(r, npz_file) for r in roots]
+        npz_file = os.path.expanduser(npz_file)
+        if os.path.isabs(npz_file):
+            return read_npz(npz_file)  # its error names the missing file
+        # A relative path: as the shell would (the current directory), then under each data root.
+        cands = [os.path.abspath(npz_file)] + [os.path.join(r, npz_file) for r in roots]
         for cand in cands:
             if os.path.isfile(cand):
                 return read_npz(cand)
         raise InvTransferError(f"npz_file {npz_file!r} not found; searched:\n  "
                                + "\n  ".join(dict.fromkeys(cands))
-                               + "\nExpected an .npz with keys x_train, y_train, x_test, y_test.")
+                               + "\nExpected an .npz with keys x_train, y_train, x_test, y_test; pass "
+                                 "data_root=FOLDER or an absolute npz_file=/path/file.npz.")
     searched: list[str] = []
     for root in roots:
         hit = _locate(source, root, gtsrb_size, gtsrb_roi_crop, searched)

@@ -256,7 +256,7 @@ def select_first_n(labels: np.ndarray, counts: Sequence[int], *, cycle: bool = F
         elif cycle and idx.size:
             parts.append(np.resize(idx, n))  # np.resize repeats the array cyclically
         else:
-            hint = "" if cycle else "; pass cycle=True to repeat them"
+            hint = "" if cycle else "; set the dataset option allow_cycling=true to repeat them"
             raise _too_few(c, n, idx.size, pool_arr, hint)
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
