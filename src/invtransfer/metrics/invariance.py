@@ -20,6 +20,7 @@ A transform is any callable ``(x_normalised, generator) -> x'_normalised``:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 
@@ -27,9 +28,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from invtransfer.config import from_dict
+from invtransfer.data import datasets
 from invtransfer.data import nuisance as nuisance_ops
-from invtransfer.data.batches import Normalizer, step_generator
+from invtransfer.data.batches import Normalizer, step_generator, to_device_images
 from invtransfer.errors import InvTransferError
+from invtransfer.train.inference import NuisanceSampler, check_compatible, load_classifier
+from invtransfer.train.runtime import resolve_device
 
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -143,20 +148,11 @@ def measure_checkpoint(checkpoint: str, transform: str, *, split: str = "test", 
     untransformed held-out images) or ``generator:PATH`` (a trained generator, applied to the
     held-out images as stored).
     """
-    import dataclasses
-
-    from invtransfer.config import from_dict
-    from invtransfer.data import datasets
-    from invtransfer.data.batches import to_device_images
-    from invtransfer.train.classifier import load_classifier, resolve_device
-
     dev = resolve_device(device)
     model, meta = load_classifier(checkpoint, dev)
     normalizer = Normalizer(**meta["normalizer"])
     data_cfg = from_dict(datasets.DatasetConfig, meta["config"]["data"])
     if transform.startswith("generator:"):
-        from invtransfer.train.generator import NuisanceSampler, check_compatible
-
         sampler = NuisanceSampler.from_path(transform.split(":", 1)[1], device=dev)
         check_compatible(sampler.gen, meta["image_shape"], f"the classifier's dataset {data_cfg.name!r}")
         tf: Transform = lambda x, g: sampler(x, normalizer.mean, normalizer.std, g)  # noqa: E731

@@ -50,13 +50,20 @@ from typing import Any
 
 import torch
 
-from invtransfer.config import dump_yaml, from_dict, to_dict
+from invtransfer.config import dump_yaml, to_dict
 from invtransfer.data import batches, datasets
-from invtransfer.data.datasets import DatasetConfig, LTDataset
+from invtransfer.data.datasets import LTDataset
 from invtransfer.errors import InvTransferError
-from invtransfer.metrics.accuracy import classification_metrics
 from invtransfer.models.resnet_cifar import build_model
 from invtransfer.train import distributed, losses
+from invtransfer.train.inference import (  # noqa: F401 (re-exported: they lived here)
+    NuisanceSampler,
+    check_compatible,
+    evaluate_checkpoint,
+    evaluate_split,
+    load_classifier,
+    predict_logits,
+)
 from invtransfer.train.configs import (  # noqa: F401 (re-exported: the configs lived here)
     RULES,
     GitConfig,
@@ -117,31 +124,6 @@ def _summary_writer_class():
         raise InvTransferError("config key 'tensorboard=true' needs the tensorboard package (pip install "
                                "tensorboard), which is not installed; install it or leave tensorboard=false.") from None
     return SummaryWriter
-
-
-@torch.no_grad()
-def predict_logits(model: torch.nn.Module, images_uint8: torch.Tensor, normalizer: batches.Normalizer,
-                   batch_size: int = 1024, amp_dtype: torch.dtype | None = None,
-                   channels_last: bool = False) -> torch.Tensor:
-    """Logits (float32, on the images' device) of uint8 (N, C, H, W) images, in eval mode."""
-    was_training = model.training
-    model.eval()
-    out = []
-    for i in range(0, len(images_uint8), batch_size):
-        x = normalizer(images_uint8[i:i + batch_size])
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(x.device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-            out.append(model(x).float())
-    model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)
-
-
-def evaluate_split(model, images, labels, normalizer, train_class_counts, **kw) -> dict:
-    """classification_metrics of a model on one split (uint8 images and labels on one device)."""
-    logits = predict_logits(model, images, normalizer, **kw)
-    return classification_metrics(logits.argmax(1).cpu().numpy(), labels.cpu().numpy(), len(train_class_counts),
-                                  train_class_counts)
 
 
 @dataclass
@@ -247,8 +229,6 @@ class ClassifierRun:
                                            ds.nuisance if cfg.oracle else "none")
         self.nuisance_sampler = None
         if cfg.git.generator:
-            from invtransfer.train.generator import NuisanceSampler, check_compatible
-
             self.nuisance_sampler = NuisanceSampler.from_path(cfg.git.generator, self.device)
             check_compatible(self.nuisance_sampler.gen, ds.image_shape, f"dataset {ds.name!r}")
             self.git_keep = git_keep_probability(cfg.git.weighting, counts, cfg.git.class_size_threshold)
@@ -646,7 +626,7 @@ class ClassifierRun:
                    "confusion_matrix": test["confusion_matrix"], "selected_weights": selected,
                    "wall_time_s": wall_time, "started_from": self.forked, "device": str(self.device),
                    "versions": versions(),
-                   "dataset_fingerprint": ds.fingerprint, "config": self.cfg_dict}
+                   "dataset_fingerprint": ds.fingerprint, "dataset_warnings": ds.warnings, "config": self.cfg_dict}
         json_dump(self.path("results.json"), results)
         self._write_csv()
         self._plots(results)
@@ -705,73 +685,6 @@ def plot_per_class_accuracy(results: list[dict], path: str) -> None:
 def train(cfg: TrainConfig) -> dict:
     """Run (or resume) one classifier training; returns ``results.json``'s content."""
     return run_locked(ClassifierRun(cfg))
-
-
-def _check_dataset_meta(meta: dict, channels: int) -> None:
-    """Raise (ValueError, KeyError, TypeError) unless a checkpoint's dataset meta is usable as is."""
-    n = len(meta["class_names"])
-    if not isinstance(meta["fingerprint"], str) or [int(v) for v in meta["image_shape"]][0] != channels \
-            or len(meta["image_shape"]) != 3 or len([int(v) for v in meta["train_class_counts"]]) != n \
-            or sorted(meta["normalizer"]) != ["mean", "std"] \
-            or any(len([float(v) for v in meta["normalizer"][k]]) != channels for k in ("mean", "std")):
-        raise ValueError("its dataset metadata (fingerprint, image_shape, train_class_counts, normalizer) does not "
-                         "match the model")
-
-
-def load_classifier(path: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
-    """A trained classifier from a run directory, its ``model.pt`` or its ``checkpoint.pt``.
-
-    Returns the model (eval mode, on ``device``) and the checkpoint's metadata (config, dataset
-    meta with the normaliser, selected weights).
-    """
-    if os.path.isdir(path):
-        for fname in ("model.pt", "checkpoint.pt"):
-            if os.path.isfile(os.path.join(path, fname)):
-                path = os.path.join(path, fname)
-                break
-        else:
-            raise InvTransferError(f"{path} holds neither model.pt nor checkpoint.pt; expected a classifier "
-                                   f"run directory or checkpoint file.")
-    ck = load_checkpoint(path, "classifier")
-    try:
-        cfg = from_dict(TrainConfig, ck["config"])
-        meta = ck["dataset"]
-        weights = ck["model"]
-        if ck.get("state") == "full" and cfg.select == "val" and ck.get("best_model") is not None:
-            weights = ck["best_model"]
-        c = meta["image_shape"][0]
-        cosine = cfg.cosine_head if cfg.cosine_head is not None else cfg.loss.name == "ldam"
-        model = build_model(cfg.model, len(meta["class_names"]), in_channels=c, cosine_head=cosine)
-        model.load_state_dict(weights)
-        meta = dict(meta, config=to_dict(cfg), path=path, selected_weights=ck.get("selected_weights"))
-        _check_dataset_meta(meta, c)
-    except (KeyError, TypeError, RuntimeError, ValueError, IndexError, AttributeError) as e:
-        raise InvTransferError(f"checkpoint {path} does not hold a consistent classifier ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0][:200] if str(e) else ''}).") from None
-    model.to(device).eval()
-    return model, meta
-
-
-def evaluate_checkpoint(path: str, split: str = "test", device: str = "auto", batch_size: int = 1024) -> dict:
-    """Metrics of a trained classifier on its dataset's val or test split (``batch_size`` images a
-    forward pass: ``invtransfer evaluate --batch-size``)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvTransferError(f"--batch-size must be a positive integer, got {batch_size!r}.")
-    dev = resolve_device(device)
-    model, meta = load_classifier(path, dev)
-    data_cfg = from_dict(DatasetConfig, meta["config"]["data"])
-    ds = datasets.build_dataset(data_cfg)
-    if ds.fingerprint != meta["fingerprint"]:
-        raise InvTransferError(f"the dataset rebuilt for {path} has fingerprint {ds.fingerprint}, but the "
-                               f"classifier was trained on {meta['fingerprint']} (source files changed).")
-    x, y = (ds.x_val, ds.y_val) if split == "val" else (ds.x_test, ds.y_test)
-    normalizer = batches.Normalizer(**meta["normalizer"])
-    images, labels = batches.to_device_images(x, dev), torch.from_numpy(y).to(dev)
-    m = without_out_of_memory(
-        lambda: evaluate_split(model, images, labels, normalizer, meta["train_class_counts"], batch_size=batch_size),
-        f"evaluating the {split} split of {path}", "--batch-size", batch_size, min(batch_size, len(labels)),
-        " Nothing was written.")
-    return dict(m, split=split, checkpoint=meta["path"], dataset=ds.name, selected_weights=meta["selected_weights"])
 
 
 __all__ = ["TrainConfig", "OptimConfig", "LossConfig", "train", "load_classifier", "evaluate_checkpoint",

@@ -74,12 +74,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from invtransfer.config import dump_yaml, from_dict, to_dict
+from invtransfer.config import dump_yaml, to_dict
 from invtransfer.data import batches, datasets
 from invtransfer.data import nuisance as nuisance_ops
 from invtransfer.data.datasets import DatasetConfig, LTDataset
 from invtransfer.errors import InvTransferError
-from invtransfer.models.munit import (
+from invtransfer.models.munit import (  # noqa: F401 (MunitArch re-exported)
     Discriminator,
     MunitArch,
     MunitGenerator,
@@ -98,6 +98,15 @@ from invtransfer.train.checkpoint import (
     load_checkpoint,
     log_lines_upto,
     run_locked,
+)
+from invtransfer.train.inference import (  # noqa: F401 (re-exported: they lived here)
+    NuisanceSampler,
+    check_compatible,
+    load_classifier,
+    load_generator,
+    predict_logits,
+    to_pixels,
+    to_unit_range,
 )
 from invtransfer.train.runtime import autocast_dtype, json_dump, resolve_device, versions
 
@@ -133,16 +142,6 @@ def stream_indices(weights: torch.Tensor, batch_size: int, seed: int, iteration:
     """
     g = batches.step_generator(seed, iteration, 0, stream=stream)
     return torch.multinomial(weights, batch_size, replacement=True, generator=g), g
-
-
-def to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
-    """Pixels 0..255 -> [-1, 1] (MUNIT's input range)."""
-    return pixels.float() / 127.5 - 1.0
-
-
-def to_pixels(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] -> float pixels 0..255."""
-    return (x.float() + 1.0) * 127.5
 
 
 def _l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -554,115 +553,6 @@ def train(cfg: GeneratorTrainConfig) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# Loading and sampling
-
-
-def load_generator(path: str, device: str | torch.device = "cpu") -> tuple[MunitGenerator, dict]:
-    """The frozen generator (eval mode, on ``device``) of a run directory, generator.pt or state.pt.
-
-    Returns it with the checkpoint's metadata: dataset meta (image_shape, fingerprint, ...),
-    ``arch``, ``config``, ``iteration``, ``images_seen`` and ``path``.
-    """
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        for fname in ("generator.pt", "state.pt"):
-            if os.path.isfile(os.path.join(path, fname)):
-                path = os.path.join(path, fname)
-                break
-        else:
-            other = [f for f in ("model.pt", "checkpoint.pt") if os.path.isfile(os.path.join(path, f))]
-            what = f" (it holds {other[0]}: a classifier run directory?)" if other else ""
-            raise InvTransferError(f"{path} holds neither generator.pt nor state.pt{what}; expected a generator run "
-                                   f"directory (from invtransfer train-generator) or its checkpoint file.")
-    ck = load_checkpoint(path, "generator")
-    try:
-        arch = from_dict(MunitArch, ck["arch"])
-        gen = MunitGenerator(arch)
-        gen.load_state_dict(ck["generator"])
-        meta = dict(ck["dataset"], arch=ck["arch"], config=ck.get("config"), iteration=int(ck["iteration"]),
-                    images_seen=int(ck["images_seen"]), path=path)
-    except (KeyError, TypeError, RuntimeError, AttributeError, ValueError, IndexError) as e:
-        raise InvTransferError(f"checkpoint {path} does not hold a consistent generator ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0][:200] if str(e) else ''}).") from None
-    gen.to(device).eval().requires_grad_(False)
-    return gen, meta
-
-
-def check_compatible(gen: MunitGenerator, image_shape: Sequence[int], what: str) -> None:
-    """Raise unless ``(C, H, W)`` images of ``what`` fit the generator."""
-    want = (gen.arch.channels, gen.arch.image_size, gen.arch.image_size)
-    if tuple(int(v) for v in image_shape) != want:
-        raise InvTransferError(f"{what} has images of shape (C, H, W) = {tuple(image_shape)}, but the generator "
-                               f"was trained on {want}.")
-
-
-class NuisanceSampler:
-    """Random-style decodes of a frozen generator, in a classifier's input normalisation.
-
-    ``sampler(x, mean, std, generator)`` maps a normalised batch (``x = (p - mean) / std`` with
-    pixels ``p`` in [0, 1]) to [-1, 1], encodes its content, decodes with ``s ~ N(0, I)`` drawn from
-    ``generator`` (all styles in one draw, so chunking never changes the result) and returns the
-    result in the same normalisation, on ``x``'s device, float32, without gradient history.
-    ``sampler(x, mean, std, styles=s)`` takes the (N, style_dim) styles instead (GIT draws those
-    of a whole global batch and gives each process its rows).
-    """
-
-    def __init__(self, generator: MunitGenerator, *, chunk_size: int = 1024, amp: str = "auto") -> None:
-        if chunk_size < 1:
-            raise InvTransferError(f"chunk_size must be >= 1, got {chunk_size}.")
-        self.gen = generator.eval().requires_grad_(False)
-        self.chunk_size = chunk_size
-        self.device = next(generator.parameters()).device
-        self.amp_dtype = autocast_dtype(amp, self.device)
-        self._stats: dict = {}  # (mean, std) -> device tensors, made once (no host copy per call)
-
-    @classmethod
-    def from_path(cls, path: str, device: str | torch.device = "cpu", **kw) -> "NuisanceSampler":
-        """A sampler over :func:`load_generator` of ``path``."""
-        return cls(load_generator(path, device)[0], **kw)
-
-    def __call__(self, x_normalised: torch.Tensor, mean: Sequence[float], std: Sequence[float],
-                 generator: torch.Generator | None = None, *, styles: torch.Tensor | None = None) -> torch.Tensor:
-        a = self.gen.arch
-        want = (a.channels, a.image_size, a.image_size)
-        if not isinstance(x_normalised, torch.Tensor) or x_normalised.dim() != 4 \
-                or tuple(x_normalised.shape[1:]) != want:
-            got = tuple(x_normalised.shape) if isinstance(x_normalised, torch.Tensor) else type(x_normalised).__name__
-            raise InvTransferError(f"nuisance sampler input has shape {got}; the generator takes (N, C, H, W) "
-                                   f"with (C, H, W) = {want}.")
-        if len(mean) != a.channels or len(std) != a.channels:
-            raise InvTransferError(f"normalisation mean/std have {len(mean)}/{len(std)} entries; the generator's "
-                                   f"images have {a.channels} channel(s).")
-        out_device = x_normalised.device
-        key = (tuple(float(v) for v in mean), tuple(float(v) for v in std))
-        if key not in self._stats:
-            self._stats[key] = tuple(torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1).to(self.device)
-                                     for v in key)
-        m, s = self._stats[key]
-        if styles is None:
-            if generator is None:
-                raise InvTransferError("the nuisance sampler needs a generator or the styles.")
-            styles = torch.randn(x_normalised.shape[0], a.style_dim, generator=generator, device=generator.device)
-        elif tuple(styles.shape) != (x_normalised.shape[0], a.style_dim):
-            raise InvTransferError(f"styles have shape {tuple(styles.shape)}; expected "
-                                   f"{(x_normalised.shape[0], a.style_dim)}.")
-        styles = batches.to_device(styles, self.device)
-        outs = []
-        with torch.inference_mode():
-            for i in range(0, x_normalised.shape[0], self.chunk_size):
-                x = x_normalised[i:i + self.chunk_size].to(self.device, torch.float32)
-                x = (x * s + m) * 2.0 - 1.0
-                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
-                                    enabled=self.amp_dtype is not None):
-                    y = self.gen.decode(self.gen.content_encoder(x), styles[i:i + self.chunk_size])
-                outs.append(((y.float() + 1.0) / 2.0 - m) / s)
-        out = torch.cat(outs) if outs else x_normalised.new_empty((0, *want), dtype=torch.float32)
-        # A clone outside inference mode is an ordinary tensor, so callers may use it in autograd
-        # (e.g. as classifier input in GIT); inference tensors cannot be saved for backward.
-        return out.to(out_device).clone()
-
-
-# --------------------------------------------------------------------------------------------
 # Generator quality
 
 DIVERSITY_STATISTICS = {
@@ -758,8 +648,6 @@ def generator_quality(generator_path: str, data_cfg: DatasetConfig, *, classifie
     if classifier_path is None:
         note = "class preservation skipped: no classifier given (--classifier RUN trained on untransformed data)"
     else:
-        from invtransfer.train.classifier import load_classifier, predict_logits
-
         model, cmeta = load_classifier(classifier_path, dev)
         check_compatible(gen, cmeta["image_shape"], f"classifier {classifier_path}")
         if len(cmeta["class_names"]) != ds.num_classes:

@@ -1,0 +1,251 @@
+"""Trained models in use: load a classifier or a generator, predict, evaluate, sample nuisances.
+
+What every consumer of a finished run needs, in one place below the metrics that use it:
+
+* :func:`load_classifier` -- the classifier of a run directory, ``model.pt`` or ``checkpoint.pt``,
+  with its dataset metadata (normaliser, class sizes, fingerprint); :func:`predict_logits` and
+  :func:`evaluate_split` run it on uint8 images; :func:`evaluate_checkpoint` is
+  ``invtransfer evaluate``.
+* :func:`load_generator` -- the frozen MUNIT generator of a run (``generator.pt`` or ``state.pt``);
+  :class:`NuisanceSampler` maps a batch to random-style decodes ``decode(content(x), s)``,
+  ``s ~ N(0, I)``, in a classifier's input normalisation (what GIT and invariance measurement
+  call); :func:`check_compatible` refuses images of another shape.
+
+Checkpoints are read with :func:`invtransfer.train.checkpoint.load_checkpoint`
+(``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+
+from invtransfer.config import from_dict, to_dict
+from invtransfer.data import batches, datasets
+from invtransfer.data.datasets import DatasetConfig
+from invtransfer.errors import InvTransferError
+from invtransfer.metrics.accuracy import classification_metrics
+from invtransfer.models.munit import MunitArch, MunitGenerator
+from invtransfer.models.resnet_cifar import build_model
+from invtransfer.train.checkpoint import load_checkpoint
+from invtransfer.train.configs import TrainConfig
+from invtransfer.train.runtime import autocast_dtype, resolve_device, without_out_of_memory
+
+# --------------------------------------------------------------------------------------------
+# Classifiers
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, images_uint8: torch.Tensor, normalizer: batches.Normalizer,
+                   batch_size: int = 1024, amp_dtype: torch.dtype | None = None,
+                   channels_last: bool = False) -> torch.Tensor:
+    """Logits (float32, on the images' device) of uint8 (N, C, H, W) images, in eval mode."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(images_uint8), batch_size):
+        x = normalizer(images_uint8[i:i + batch_size])
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+            out.append(model(x).float())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def evaluate_split(model, images, labels, normalizer, train_class_counts, **kw) -> dict:
+    """classification_metrics of a model on one split (uint8 images and labels on one device)."""
+    logits = predict_logits(model, images, normalizer, **kw)
+    return classification_metrics(logits.argmax(1).cpu().numpy(), labels.cpu().numpy(), len(train_class_counts),
+                                  train_class_counts)
+
+
+def _check_dataset_meta(meta: dict, channels: int) -> None:
+    """Raise (ValueError, KeyError, TypeError) unless a checkpoint's dataset meta is usable as is."""
+    n = len(meta["class_names"])
+    if not isinstance(meta["fingerprint"], str) or [int(v) for v in meta["image_shape"]][0] != channels \
+            or len(meta["image_shape"]) != 3 or len([int(v) for v in meta["train_class_counts"]]) != n \
+            or sorted(meta["normalizer"]) != ["mean", "std"] \
+            or any(len([float(v) for v in meta["normalizer"][k]]) != channels for k in ("mean", "std")):
+        raise ValueError("its dataset metadata (fingerprint, image_shape, train_class_counts, normalizer) does not "
+                         "match the model")
+
+
+def load_classifier(path: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """A trained classifier from a run directory, its ``model.pt`` or its ``checkpoint.pt``.
+
+    Returns the model (eval mode, on ``device``) and the checkpoint's metadata (config, dataset
+    meta with the normaliser, selected weights).
+    """
+    if os.path.isdir(path):
+        for fname in ("model.pt", "checkpoint.pt"):
+            if os.path.isfile(os.path.join(path, fname)):
+                path = os.path.join(path, fname)
+                break
+        else:
+            raise InvTransferError(f"{path} holds neither model.pt nor checkpoint.pt; expected a classifier "
+                                   f"run directory or checkpoint file.")
+    ck = load_checkpoint(path, "classifier")
+    try:
+        cfg = from_dict(TrainConfig, ck["config"])
+        meta = ck["dataset"]
+        weights = ck["model"]
+        if ck.get("state") == "full" and cfg.select == "val" and ck.get("best_model") is not None:
+            weights = ck["best_model"]
+        c = meta["image_shape"][0]
+        cosine = cfg.cosine_head if cfg.cosine_head is not None else cfg.loss.name == "ldam"
+        model = build_model(cfg.model, len(meta["class_names"]), in_channels=c, cosine_head=cosine)
+        model.load_state_dict(weights)
+        meta = dict(meta, config=to_dict(cfg), path=path, selected_weights=ck.get("selected_weights"))
+        _check_dataset_meta(meta, c)
+    except (KeyError, TypeError, RuntimeError, ValueError, IndexError, AttributeError) as e:
+        raise InvTransferError(f"checkpoint {path} does not hold a consistent classifier ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0][:200] if str(e) else ''}).") from None
+    model.to(device).eval()
+    return model, meta
+
+
+def evaluate_checkpoint(path: str, split: str = "test", device: str = "auto", batch_size: int = 1024) -> dict:
+    """Metrics of a trained classifier on its dataset's val or test split (``batch_size`` images a
+    forward pass: ``invtransfer evaluate --batch-size``)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvTransferError(f"--batch-size must be a positive integer, got {batch_size!r}.")
+    dev = resolve_device(device)
+    model, meta = load_classifier(path, dev)
+    data_cfg = from_dict(DatasetConfig, meta["config"]["data"])
+    ds = datasets.build_dataset(data_cfg)
+    if ds.fingerprint != meta["fingerprint"]:
+        raise InvTransferError(f"the dataset rebuilt for {path} has fingerprint {ds.fingerprint}, but the "
+                               f"classifier was trained on {meta['fingerprint']} (source files changed).")
+    x, y = (ds.x_val, ds.y_val) if split == "val" else (ds.x_test, ds.y_test)
+    normalizer = batches.Normalizer(**meta["normalizer"])
+    images, labels = batches.to_device_images(x, dev), torch.from_numpy(y).to(dev)
+    m = without_out_of_memory(
+        lambda: evaluate_split(model, images, labels, normalizer, meta["train_class_counts"], batch_size=batch_size),
+        f"evaluating the {split} split of {path}", "--batch-size", batch_size, min(batch_size, len(labels)),
+        " Nothing was written.")
+    return dict(m, split=split, checkpoint=meta["path"], dataset=ds.name, selected_weights=meta["selected_weights"])
+
+# --------------------------------------------------------------------------------------------
+# Generators
+
+
+def to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
+    """Pixels 0..255 -> [-1, 1] (MUNIT's input range)."""
+    return pixels.float() / 127.5 - 1.0
+
+
+def to_pixels(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> float pixels 0..255."""
+    return (x.float() + 1.0) * 127.5
+
+
+def load_generator(path: str, device: str | torch.device = "cpu") -> tuple[MunitGenerator, dict]:
+    """The frozen generator (eval mode, on ``device``) of a run directory, generator.pt or state.pt.
+
+    Returns it with the checkpoint's metadata: dataset meta (image_shape, fingerprint, ...),
+    ``arch``, ``config``, ``iteration``, ``images_seen`` and ``path``.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        for fname in ("generator.pt", "state.pt"):
+            if os.path.isfile(os.path.join(path, fname)):
+                path = os.path.join(path, fname)
+                break
+        else:
+            other = [f for f in ("model.pt", "checkpoint.pt") if os.path.isfile(os.path.join(path, f))]
+            what = f" (it holds {other[0]}: a classifier run directory?)" if other else ""
+            raise InvTransferError(f"{path} holds neither generator.pt nor state.pt{what}; expected a generator run "
+                                   f"directory (from invtransfer train-generator) or its checkpoint file.")
+    ck = load_checkpoint(path, "generator")
+    try:
+        arch = from_dict(MunitArch, ck["arch"])
+        gen = MunitGenerator(arch)
+        gen.load_state_dict(ck["generator"])
+        meta = dict(ck["dataset"], arch=ck["arch"], config=ck.get("config"), iteration=int(ck["iteration"]),
+                    images_seen=int(ck["images_seen"]), path=path)
+    except (KeyError, TypeError, RuntimeError, AttributeError, ValueError, IndexError) as e:
+        raise InvTransferError(f"checkpoint {path} does not hold a consistent generator ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0][:200] if str(e) else ''}).") from None
+    gen.to(device).eval().requires_grad_(False)
+    return gen, meta
+
+
+def check_compatible(gen: MunitGenerator, image_shape: Sequence[int], what: str) -> None:
+    """Raise unless ``(C, H, W)`` images of ``what`` fit the generator."""
+    want = (gen.arch.channels, gen.arch.image_size, gen.arch.image_size)
+    if tuple(int(v) for v in image_shape) != want:
+        raise InvTransferError(f"{what} has images of shape (C, H, W) = {tuple(image_shape)}, but the generator "
+                               f"was trained on {want}.")
+
+
+class NuisanceSampler:
+    """Random-style decodes of a frozen generator, in a classifier's input normalisation.
+
+    ``sampler(x, mean, std, generator)`` maps a normalised batch (``x = (p - mean) / std`` with
+    pixels ``p`` in [0, 1]) to [-1, 1], encodes its content, decodes with ``s ~ N(0, I)`` drawn from
+    ``generator`` (all styles in one draw, so chunking never changes the result) and returns the
+    result in the same normalisation, on ``x``'s device, float32, without gradient history.
+    ``sampler(x, mean, std, styles=s)`` takes the (N, style_dim) styles instead (GIT draws those
+    of a whole global batch and gives each process its rows).
+    """
+
+    def __init__(self, generator: MunitGenerator, *, chunk_size: int = 1024, amp: str = "auto") -> None:
+        if chunk_size < 1:
+            raise InvTransferError(f"chunk_size must be >= 1, got {chunk_size}.")
+        self.gen = generator.eval().requires_grad_(False)
+        self.chunk_size = chunk_size
+        self.device = next(generator.parameters()).device
+        self.amp_dtype = autocast_dtype(amp, self.device)
+        self._stats: dict = {}  # (mean, std) -> device tensors, made once (no host copy per call)
+
+    @classmethod
+    def from_path(cls, path: str, device: str | torch.device = "cpu", **kw) -> "NuisanceSampler":
+        """A sampler over :func:`load_generator` of ``path``."""
+        return cls(load_generator(path, device)[0], **kw)
+
+    def __call__(self, x_normalised: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+                 generator: torch.Generator | None = None, *, styles: torch.Tensor | None = None) -> torch.Tensor:
+        a = self.gen.arch
+        want = (a.channels, a.image_size, a.image_size)
+        if not isinstance(x_normalised, torch.Tensor) or x_normalised.dim() != 4 \
+                or tuple(x_normalised.shape[1:]) != want:
+            got = tuple(x_normalised.shape) if isinstance(x_normalised, torch.Tensor) else type(x_normalised).__name__
+            raise InvTransferError(f"nuisance sampler input has shape {got}; the generator takes (N, C, H, W) "
+                                   f"with (C, H, W) = {want}.")
+        if len(mean) != a.channels or len(std) != a.channels:
+            raise InvTransferError(f"normalisation mean/std have {len(mean)}/{len(std)} entries; the generator's "
+                                   f"images have {a.channels} channel(s).")
+        out_device = x_normalised.device
+        key = (tuple(float(v) for v in mean), tuple(float(v) for v in std))
+        if key not in self._stats:
+            self._stats[key] = tuple(torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1).to(self.device)
+                                     for v in key)
+        m, s = self._stats[key]
+        if styles is None:
+            if generator is None:
+                raise InvTransferError("the nuisance sampler needs a generator or the styles.")
+            styles = torch.randn(x_normalised.shape[0], a.style_dim, generator=generator, device=generator.device)
+        elif tuple(styles.shape) != (x_normalised.shape[0], a.style_dim):
+            raise InvTransferError(f"styles have shape {tuple(styles.shape)}; expected "
+                                   f"{(x_normalised.shape[0], a.style_dim)}.")
+        styles = batches.to_device(styles, self.device)
+        outs = []
+        with torch.inference_mode():
+            for i in range(0, x_normalised.shape[0], self.chunk_size):
+                x = x_normalised[i:i + self.chunk_size].to(self.device, torch.float32)
+                x = (x * s + m) * 2.0 - 1.0
+                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
+                                    enabled=self.amp_dtype is not None):
+                    y = self.gen.decode(self.gen.content_encoder(x), styles[i:i + self.chunk_size])
+                outs.append(((y.float() + 1.0) / 2.0 - m) / s)
+        out = torch.cat(outs) if outs else x_normalised.new_empty((0, *want), dtype=torch.float32)
+        # A clone outside inference mode is an ordinary tensor, so callers may use it in autograd
+        # (e.g. as classifier input in GIT); inference tensors cannot be saved for backward.
+        return out.to(out_device).clone()
+
+
+__all__ = ["load_classifier", "predict_logits", "evaluate_split", "evaluate_checkpoint", "load_generator",
+           "check_compatible", "NuisanceSampler", "to_unit_range", "to_pixels"]
