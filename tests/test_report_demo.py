@@ -84,6 +84,59 @@ def test_report_shows_invariance_spread_and_generator_samples(tmp_path):
     assert grid.is_file() and (tmp_path / "rep" / "notes.txt").is_file()
 
 
+def test_report_counts_each_run_once(tmp_path):
+    """A run passed twice, as a parent folder and its child, or copied elsewhere is one run (it used
+    to be counted twice: n = 2 and a standard error from one run's numbers)."""
+    runs = tmp_path / "runs"
+    fake_run(runs / "a", "CE", 0, 30.0)
+    fake_run(runs / "b", "CE", 1, 32.0)
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "results.json").write_bytes((runs / "a" / "results.json").read_bytes())
+    for paths in ([runs / "a", runs / "a"], [runs / "a", tmp_path / "copy"], [runs / "a" / "results.json", runs / "a"]):
+        results = find_results([str(p) for p in paths])
+        assert len(results) == 1 and summary_rows(results)[0]["n"] == 1, paths
+    results = find_results([str(runs), str(runs / "b"), str(tmp_path / "copy")])
+    assert [r["_path"] for r in results] == [str(runs / "a"), str(runs / "b")] and summary_rows(results)[0]["n"] == 2
+
+
+def test_report_refuses_two_runs_of_one_seed_and_instance(tmp_path, capsys):
+    """Two different runs of one method, seed and instance (a rerun, another config): the mean would
+    count the repeat as another seed and the paired table silently picked one of them."""
+    fake_run(tmp_path / "runs" / "first", "CE+DRS", 0, 25.0)
+    fake_run(tmp_path / "runs" / "rerun", "CE+DRS", 0, 27.0)
+    with pytest.raises(InvTransferError, match=r"first and .*rerun are two different runs of cifar10-lt CE\+DRS "
+                                               r"with seed 0 on dataset instance 0"):
+        find_results([str(tmp_path / "runs")])
+    assert cli.main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")]) == 2
+    assert capsys.readouterr().err.startswith("error: ") and not (tmp_path / "rep" / "report.md").exists()
+
+
+def test_report_marks_means_of_part_of_a_group(tmp_path):
+    """A mean over only the runs that have a value says so; eKLD measured with different settings is
+    not averaged; GIT runs without a base run are named under the paired table."""
+    runs = tmp_path / "runs"
+    for seed, few in enumerate([50.0, None, 40.0]):
+        fake_run(runs / f"ce{seed}", "CE+DRS", seed, 25.0 + seed)
+        r = json.loads((runs / f"ce{seed}" / "results.json").read_text())
+        (runs / f"ce{seed}" / "results.json").write_text(json.dumps(dict(r, few_shot_accuracy=few)))
+    fake_invariance(runs / "ce0", [0.1, 0.5], [100, 10], -0.5)
+    fake_run(runs / "git0", "CE+DRS+GIT", 0, 20.0)
+    fake_run(runs / "git5", "CE+DRS+GIT", 5, 21.0)
+    fake_invariance(runs / "git0", [0.1, 0.3], [100, 10], -0.5)
+    fake_invariance(runs / "git5", [0.1, 0.4], [100, 10], -0.6)
+    inv = json.loads((runs / "git5" / "invariance.json").read_text())
+    (runs / "git5" / "invariance.json").write_text(json.dumps(dict(inv, draws=100)))
+    assert cli.main(["report", str(runs), "--out", str(tmp_path / "rep")]) == 0
+    text = (tmp_path / "rep" / "report.md").read_text()
+    ce = next(line for line in text.splitlines() if line.startswith("| cifar10-lt | CE+DRS | 3"))
+    assert "| 45.00 ± 5.00 (2 of 3) |" in ce and "| 0.500 (1 of 3) | -0.50 (1 of 3) |" in ce
+    git = next(line for line in text.splitlines() if line.startswith("| cifar10-lt | CE+DRS+GIT | 2"))
+    assert git.count("mixed settings (see every run)") == 2
+    assert "| cifar10-lt | CE+DRS+GIT − CE+DRS | 1 (0) |" in text
+    assert "CE+DRS+GIT: 1 run(s) without a CE+DRS run on the same instance and seed, not in the pairs: " \
+           "`../runs/git5` (instance 0, seed 5)" in text
+
+
 def test_report_grid_names_are_stable_and_distinct():
     names = grid_file_names(["/a/gen", "/b/gen", "/c/other"])
     assert names["/c/other"] == "generator_samples_other.png"  # whatever else the report holds

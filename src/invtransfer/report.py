@@ -44,8 +44,15 @@ COLUMNS = (("test_error", "error %"), ("test_balanced_accuracy", "bal. acc %"),
 
 
 def find_results(paths: list[str]) -> list[dict]:
-    """Every results.json under the given run directories (or folders of runs)."""
+    """Every results.json under the given run directories (or folders of runs), each run once.
+
+    A run reached twice (passed twice, or inside a folder also passed) is one run: its identity is
+    its real path, and a copy of a run elsewhere (the same results.json bytes) is the same run too.
+    Two different runs of one dataset, method, instance and seed are refused: every table would
+    count that repeat as another seed, and the paired table could not tell which to pair.
+    """
     found = []
+    seen: dict[str, str] = {}  # real path, and digest of results.json -> the run's path
     for p in paths:
         if os.path.isfile(p) and p.endswith(".json"):
             files = [p]
@@ -57,13 +64,18 @@ def find_results(paths: list[str]) -> list[dict]:
             raise InvTransferError(f"{p} holds no results.json (is the run finished?).")
         for f in files:
             try:
-                with open(f, encoding="utf-8") as fh:
-                    r = json.load(fh)
+                with open(f, "rb") as fh:
+                    raw = fh.read()
+                r = json.loads(raw)
             except (OSError, ValueError) as e:
                 raise InvTransferError(f"{f} is not readable JSON ({e}).") from None
             if not isinstance(r, dict) or "test_error" not in r or "method" not in r:
                 raise InvTransferError(f"{f} is not an invtransfer results.json (no test_error/method).")
             r["_path"] = os.path.dirname(os.path.abspath(f))
+            ids = (os.path.realpath(r["_path"]), hashlib.sha256(raw).hexdigest())
+            if any(i in seen for i in ids):
+                continue  # the same run again
+            seen.update(dict.fromkeys(ids, r["_path"]))
             inv = os.path.join(r["_path"], "invariance.json")  # written by `invtransfer invariance`
             if "invariance" not in r and os.path.isfile(inv):
                 try:
@@ -72,6 +84,15 @@ def find_results(paths: list[str]) -> list[dict]:
                 except (OSError, ValueError) as e:
                     raise InvTransferError(f"{inv} is not readable JSON ({e}).") from None
             found.append(r)
+    by_key: dict[tuple, str] = {}
+    for r in found:
+        key = (r.get("dataset"), r["method"], r.get("instance", 0), r.get("seed"))
+        if key in by_key:
+            raise InvTransferError(
+                f"{by_key[key]} and {r['_path']} are two different runs of {key[0]} {key[1]} with seed {key[3]} on "
+                f"dataset instance {key[2]}: a report would count the repeat as another run and could not tell "
+                f"which to pair. Pass one of them (e.g. its run directory instead of the folder).")
+        by_key[key] = r["_path"]
     return found
 
 
@@ -84,11 +105,18 @@ def mean_se(values: list[float | None]) -> tuple[float, float, int] | None:
     return float(v.mean()), se, len(v)
 
 
-def _fmt(stat: tuple[float, float, int] | None, digits: int = 2) -> str:
+def _fmt(stat: tuple[float, float, int] | None, digits: int = 2, of: int | None = None) -> str:
+    """``mean ± se``; ``(k of n)`` after it when the mean comes from k of the group's n runs."""
     if stat is None:
         return "empty"
     m, se, n = stat
-    return f"{m:.{digits}f}" if n == 1 else f"{m:.{digits}f} ± {se:.{digits}f}"
+    text = f"{m:.{digits}f}" if n == 1 else f"{m:.{digits}f} ± {se:.{digits}f}"
+    return text if of is None or n == of else f"{text} ({n} of {of})"
+
+
+def _invariance_setting(r: dict) -> tuple:
+    inv = r["invariance"]
+    return inv.get("transform"), inv.get("draws"), inv.get("images_per_class"), inv.get("split")
 
 
 def group_runs(results: list[dict]) -> dict[tuple[str, str], list[dict]]:
@@ -106,17 +134,23 @@ def summary_rows(results: list[dict]) -> list[dict]:
                "seeds": sorted({r["seed"] for r in runs}), "instances": sorted({r.get("instance", 0) for r in runs})}
         for key, _ in COLUMNS:
             row[key] = mean_se([r.get(key) for r in runs])
-        eklds = [r["invariance"]["mean_ekld_smallest_third"] for r in runs if r.get("invariance")]
-        row["mean_ekld_smallest_third"] = mean_se(eklds) if eklds else None
-        rhos = [r["invariance"]["spearman_rho"] for r in runs if r.get("invariance")]
-        row["spearman_rho"] = mean_se(rhos) if rhos else None
+        measured = [r for r in runs if r.get("invariance")]
+        settings = sorted({_invariance_setting(r) for r in measured}, key=str)
+        # eKLD under different transforms or draws is not one quantity: no mean across them
+        row["invariance_settings"] = settings
+        mixed = len(settings) > 1
+        eklds = [r["invariance"]["mean_ekld_smallest_third"] for r in measured]
+        row["mean_ekld_smallest_third"] = mean_se(eklds) if eklds and not mixed else None
+        rhos = [r["invariance"]["spearman_rho"] for r in measured]
+        row["spearman_rho"] = mean_se(rhos) if rhos and not mixed else None
         row["published"] = PUBLISHED.get((dataset, method))
         rows.append(row)
     return rows
 
 
 def markdown_table(rows: list[dict]) -> str:
-    with_ekld = any(r["mean_ekld_smallest_third"] is not None for r in rows)
+    with_ekld = any(r["mean_ekld_smallest_third"] is not None or len(r.get("invariance_settings", ())) > 1
+                    for r in rows)
     head = ["dataset", "method", "runs (seeds / instances)"] + [h for _, h in COLUMNS]
     if with_ekld:
         head += ["eKLD smallest third", "Spearman ρ (eKLD, size)"]
@@ -125,9 +159,11 @@ def markdown_table(rows: list[dict]) -> str:
     for r in rows:
         cells = [r["dataset"], r["method"], f"{r['n']} ({','.join(map(str, r['seeds']))} / "
                                             f"{','.join(map(str, r['instances']))})"]
-        cells += [_fmt(r[k]) for k, _ in COLUMNS]
+        cells += [_fmt(r[k], of=r["n"]) for k, _ in COLUMNS]
         if with_ekld:
-            cells += [_fmt(r[k], d) if r[k] else "-" for k, d in (("mean_ekld_smallest_third", 3), ("spearman_rho", 2))]
+            mixed = len(r.get("invariance_settings", ())) > 1
+            cells += ["mixed settings (see every run)" if mixed else _fmt(r[k], d, of=r["n"]) if r[k] else "-"
+                      for k, d in (("mean_ekld_smallest_third", 3), ("spearman_rho", 2))]
         cells.append(f"{r['published'][0]:.2f} ({r['published'][1]})" if r["published"] else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -142,10 +178,13 @@ def paired_rows(results: list[dict]) -> list[dict]:
     """
     by_key = {(r["dataset"], r["method"], r.get("instance", 0), r["seed"]): r for r in results}
     groups: dict[tuple[str, str], list[tuple[dict, dict]]] = defaultdict(list)
+    unpaired: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for (dataset, method, instance, seed), r in sorted(by_key.items()):
         base = by_key.get((dataset, method[:-len("+GIT")], instance, seed)) if method.endswith("+GIT") else None
         if base is not None:
             groups[(dataset, method)].append((r, base))
+        elif method.endswith("+GIT"):
+            unpaired[(dataset, method)].append(r)
     rows = []
     for (dataset, method), pairs in groups.items():
         def diffs(get):
@@ -161,8 +200,20 @@ def paired_rows(results: list[dict]) -> list[dict]:
                      "d_error": mean_se(d_err), "d_balanced_accuracy": mean_se(d_bal),
                      "d_ekld_smallest_third": mean_se(d_ekld) if d_ekld else None,
                      "error_lower": sum(d < 0 for d in d_err), "ekld_lower": sum(d < 0 for d in d_ekld),
-                     "n_ekld": len(d_ekld)})
+                     "n_ekld": len(d_ekld), "unpaired": unpaired.get((dataset, method), [])})
     return rows
+
+
+def unpaired_note(rows: list[dict], out_dir: str) -> str:
+    """The GIT runs a paired row leaves out (no base run on their instance and seed), named."""
+    lines = []
+    for r in rows:
+        if r["unpaired"]:
+            runs = ", ".join(f"`{os.path.relpath(u['_path'], out_dir)}` (instance {u.get('instance', 0)}, seed "
+                             f"{u['seed']})" for u in r["unpaired"])
+            lines.append(f"- {r['dataset']} {r['method']}: {len(r['unpaired'])} run(s) without a {r['base']} run on "
+                         f"the same instance and seed, not in the pairs: {runs}\n")
+    return "\n" + "".join(lines) if lines else ""
 
 
 def paired_table(rows: list[dict]) -> str:
@@ -267,7 +318,8 @@ def write_report(paths: list[str], out_dir: str, title: str = "invtransfer repor
     os.makedirs(out_dir, exist_ok=True)
     rows = summary_rows(results)
     parts = [f"# {title}\n", "Mean ± standard error over runs (seeds and dataset instances) sharing dataset "
-             "and method; test metrics of the selected weights (see each run's results.json). eKLD: "
+             "and method; test metrics of the selected weights (see each run's results.json). \"(k of n)\": "
+             "the mean comes from the k runs of the group that have the value. eKLD: "
              "`invtransfer invariance` of each run (its invariance.json), smallest third of classes by "
              "training size; Spearman ρ: rank correlation of per-class eKLD with class size.\n\n",
              markdown_table(rows)]
@@ -275,7 +327,7 @@ def write_report(paths: list[str], out_dir: str, title: str = "invtransfer repor
     if pairs:
         parts += ["\nPaired: each GIT run minus its base method's run on the same dataset instance and seed "
                   "(mean ± standard error of the differences; negative error and eKLD differences favour GIT).\n\n",
-                  paired_table(pairs)]
+                  paired_table(pairs), unpaired_note(pairs, out_dir)]
     parts += ["\nEvery run:\n\n", run_table(results, out_dir)]
     by_dataset: dict[str, list[dict]] = defaultdict(list)
     for r in results:
