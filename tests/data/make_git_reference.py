@@ -1,4 +1,4 @@
-"""Writes git_engine_reference.pt: GIT batches of the classifier engine as it was before the
+"""Writes git_engine_reference.npz: GIT batches of the classifier engine as it was before the
 public mixer (invtransfer.git) took over its batch mixing (engine of commit ac3b800).
 
 tests/test_git_api.py checks that today's engine, and the public mixer composed as the engine
@@ -11,6 +11,7 @@ suite; it records what the old engine did, so re-running it after the change wou
 import os
 import sys
 
+import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
@@ -33,8 +34,10 @@ def main() -> None:
             steps.append({"bidx": bidx, "bidx2": bidx2, "gen_slots": plan.gen_slots, "gen_index": plan.gen_index,
                           "gen_styles": plan.gen_styles if plan.gen_styles is not None else torch.zeros(0),
                           "labels": plan.labels, "x": x, "y": y})
-        out = os.path.join(os.path.dirname(__file__), "git_engine_reference.pt")
-        torch.save({"epoch": epoch, "steps": steps}, out)
+        # npz, not .pt: checkpoints are git-ignored; arrays are named <field>_<step>
+        out = os.path.join(os.path.dirname(__file__), "git_engine_reference.npz")
+        np.savez_compressed(out, epoch=epoch, steps=len(steps),
+                            **{f"{k}_{i}": v.numpy() for i, s in enumerate(steps) for k, v in s.items()})
         print(f"wrote {out}: {sum(len(s['gen_slots']) for s in steps)} generated rows in {len(steps)} batches")
 
 
