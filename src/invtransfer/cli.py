@@ -148,11 +148,10 @@ def cmd_sample(a: argparse.Namespace) -> int:
 
 
 def cmd_generator_quality(a: argparse.Namespace) -> int:
-    from invtransfer.train import generator
+    from invtransfer.metrics.generator_quality import generator_quality
 
-    q = generator.generator_quality(a.generator, _dataset_config(a.dataset, a.overrides),
-                                    classifier_path=a.classifier, n_per_class=a.n_per_class, styles=a.styles,
-                                    seed=a.seed, device=a.device)
+    q = generator_quality(a.generator, _dataset_config(a.dataset, a.overrides), classifier_path=a.classifier,
+                          n_per_class=a.n_per_class, styles=a.styles, seed=a.seed, device=a.device)
     if a.json:
         print(json.dumps(q, indent=2))
         return 0
