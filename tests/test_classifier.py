@@ -11,7 +11,7 @@ from conftest import tiny_data_overrides
 from invtransfer import cli
 from invtransfer.config import from_dict
 from invtransfer.errors import InvTransferError
-from invtransfer.train import classifier
+from invtransfer.train import classifier, losses
 from invtransfer.train.checkpoint import TrainingInterrupted, atomic_save, load_checkpoint
 
 
@@ -48,6 +48,19 @@ def test_method_labels():
     assert classifier.method_label(mk(loss={"name": "ldam"}, rule="drw")) == "LDAM-DRW"
     assert classifier.method_label(mk(loss={"name": "balanced_softmax"}, rule="drs")) == "BalancedSoftmax+DRS"
     assert classifier.method_label(mk(rule="drs", oracle=True)) == "CE+DRS+Oracle"
+
+
+def test_the_loss_class_decides_the_cosine_head_for_training_and_loading(tiny_npz, tmp_path, monkeypatch):
+    """The head a run trains with and the head load_classifier rebuilds come from one place (the
+    loss class): a loss that asks for a cosine head gets one in both, or loading would fail."""
+    monkeypatch.setattr(losses.FocalLoss, "needs_cosine_head", True)
+    cfg = tiny_cfg(tiny_npz, tmp_path, loss={"name": "focal"}, augment="none",
+                   optim={"epochs": 1, "warmup_epochs": 0, "decay1_epoch": 0, "decay2_epoch": 1})
+    assert cfg.uses_cosine_head and not tiny_cfg(tiny_npz, tmp_path, loss={"name": "focal"},
+                                                 cosine_head=False).uses_cosine_head
+    classifier.train(cfg)
+    model, _ = classifier.load_classifier(str(tmp_path / "run"))
+    assert model.cosine_head
 
 
 def test_rules_switch_at_e1(tiny_npz, tmp_path):

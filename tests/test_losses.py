@@ -168,3 +168,24 @@ def test_gradient_flows_and_buffers(name: str) -> None:
     value.backward()
     assert value.dim() == 0 and torch.isfinite(value)
     assert z.grad is not None and z.grad.abs().sum() > 0
+
+
+def test_the_registry_is_the_one_table_of_losses() -> None:
+    """Every loss key of the config is a registered class with its own name, label and options,
+    each option a key of LossConfig, and build_loss passes each loss its options only."""
+    from invtransfer.train.configs import LossConfig
+
+    fields = {f for f in LossConfig.__dataclass_fields__}
+    assert tuple(LossConfig.__dataclass_fields__["name"].metadata["choices"]) == tuple(LOSSES)
+    assert len({cls.label for cls in LOSSES.values()}) == len(LOSSES)
+    for name, cls in LOSSES.items():
+        assert cls.name == name and cls.label and set(cls.options) <= fields, name
+    all_options = LossConfig(focal_gamma=2.0, ldam_max_margin=0.3, ldam_scale=10.0, logit_adjust_tau=0.5).options()
+    assert build_loss("focal", COUNTS, **all_options).gamma == 2.0
+    ldam = build_loss("ldam", COUNTS, **all_options)
+    assert (ldam.max_margin, ldam.scale) == (0.3, 10.0)
+    assert build_loss("logit_adjust", COUNTS, **all_options).tau == 0.5
+    with pytest.raises(InvTransferError, match="unknown option.*focal_gama"):
+        build_loss("ce", COUNTS, focal_gama=1.0)
+    with pytest.raises(InvTransferError, match="logit_adjust_tau must be finite"):
+        build_loss("logit_adjust", COUNTS, logit_adjust_tau=float("inf"))

@@ -189,12 +189,10 @@ class ClassifierRun:
         if min(counts) == 0:
             empty = [ds.class_names[c] for c, n in enumerate(counts) if n == 0]
             raise InvTransferError(f"dataset {ds.name!r} has classes without training images: {empty[:5]}.")
-        self.loss_fn = losses.build_loss(cfg.loss.name, counts, focal_gamma=cfg.loss.focal_gamma,
-                                         ldam_max_margin=cfg.loss.ldam_max_margin, ldam_scale=cfg.loss.ldam_scale,
-                                         logit_adjust_tau=cfg.loss.logit_adjust_tau).to(self.device)
-        cosine = cfg.cosine_head if cfg.cosine_head is not None else bool(self.loss_fn.needs_cosine_head)
+        self.loss_fn = losses.build_loss(cfg.loss.name, counts, **cfg.loss.options()).to(self.device)
         c, h, w = ds.image_shape
-        self.model = build_model(cfg.model, ds.num_classes, in_channels=c, cosine_head=cosine).to(self.device)
+        self.model = build_model(cfg.model, ds.num_classes, in_channels=c,
+                                 cosine_head=cfg.uses_cosine_head).to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.train_model = self.model

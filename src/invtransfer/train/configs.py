@@ -60,6 +60,10 @@ class LossConfig:
     logit_adjust_tau: float = option(1.0, "logit adjustment tau", ge=0)
     reweight_beta: float = option(0.9999, "effective-number beta of reweight/DRW", ge=0, lt=1)
 
+    def options(self) -> dict[str, float]:
+        """The values of the keys the losses take (each loss uses its own: ``LOSSES[name].options``)."""
+        return {key: getattr(self, key) for cls in losses.LOSSES.values() for key in cls.options}
+
 
 @dataclass
 class GitConfig:
@@ -135,6 +139,11 @@ class TrainConfig:
                                    "is the control that replaces the generator by the true transform.")
 
     @property
+    def uses_cosine_head(self) -> bool:
+        """``cosine_head``, by default what the loss needs (LDAM's cosine logits)."""
+        return self.cosine_head if self.cosine_head is not None else losses.LOSSES[self.loss.name].needs_cosine_head
+
+    @property
     def e1(self) -> int:
         return self.optim.decay1_epoch if self.switch_epoch is None else self.switch_epoch
 
@@ -150,8 +159,7 @@ def method_label(cfg: TrainConfig) -> str:
     """'CE', 'CE+DRS', 'LDAM-DRW', 'Focal', 'BalancedSoftmax+DRS', ... (+Oracle)."""
     if cfg.method:
         return cfg.method
-    base = {"ce": "CE", "focal": "Focal", "ldam": "LDAM", "balanced_softmax": "BalancedSoftmax",
-            "logit_adjust": "LogitAdjust"}[cfg.loss.name]
+    base = losses.LOSSES[cfg.loss.name].label
     label = base if cfg.rule == "erm" else (f"{base}-DRW" if cfg.loss.name == "ldam" and cfg.rule == "drw"
                                             else f"{base}+{cfg.rule.upper() if cfg.rule in ('drs', 'drw') else cfg.rule}")
     return label + ("+Oracle" if cfg.oracle else "") + ("+GIT" if cfg.git.generator else "")

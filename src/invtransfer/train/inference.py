@@ -95,8 +95,7 @@ def load_classifier(path: str, device: str | torch.device = "cpu") -> tuple[torc
         if ck.get("state") == "full" and cfg.select == "val" and ck.get("best_model") is not None:
             weights = ck["best_model"]
         c = meta["image_shape"][0]
-        cosine = cfg.cosine_head if cfg.cosine_head is not None else cfg.loss.name == "ldam"
-        model = build_model(cfg.model, len(meta["class_names"]), in_channels=c, cosine_head=cosine)
+        model = build_model(cfg.model, len(meta["class_names"]), in_channels=c, cosine_head=cfg.uses_cosine_head)
         model.load_state_dict(weights)
         meta = dict(meta, config=to_dict(cfg), path=path, selected_weights=ck.get("selected_weights"))
         _check_dataset_meta(meta, c)

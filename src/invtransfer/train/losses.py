@@ -24,8 +24,6 @@ from torch import Tensor, nn
 
 from invtransfer.errors import InvTransferError, suggest
 
-LOSSES = ("ce", "focal", "ldam", "balanced_softmax", "logit_adjust")
-
 
 def _check_counts(class_counts: Sequence[int], what: str, allow_zero: bool) -> np.ndarray:
     counts = np.asarray(list(class_counts))
@@ -64,13 +62,18 @@ def effective_number_weights(class_counts: Sequence[int], beta: float = 0.9999) 
 class LongTailLoss(nn.Module):
     """Base class: a classification loss that may depend on the training class sizes.
 
-    Attributes: ``name`` (one of :data:`LOSSES`), ``num_classes`` and ``needs_cosine_head``
-    (True when the loss expects cosine-similarity logits in [-1, 1], i.e. LDAM, so the trainer
-    builds the model with ``cosine_head=True``). Subclasses implement :meth:`_loss`.
+    Class attributes: ``name`` (its key in :data:`LOSSES`, the value of ``loss.name``), ``label``
+    (its name in method labels such as ``CE+DRS``), ``needs_cosine_head`` (True when the loss
+    expects cosine-similarity logits in [-1, 1], i.e. LDAM, so the trainer builds the model with
+    ``cosine_head=True`` unless the config says otherwise) and ``options`` (the ``loss.*`` config
+    keys it takes, each with its constructor argument). Instances have ``num_classes``.
+    Subclasses implement :meth:`_loss`.
     """
 
     name: str = ""
+    label: str = ""
     needs_cosine_head: bool = False
+    options: dict[str, str] = {}
     # With a class weight, the batch is reduced by the weighted mean sum(w_i l_i) / sum(w_i)
     # (False: a plain mean, as focal's); multi-process training needs to know which.
     weighted_mean: bool = True
@@ -108,7 +111,7 @@ class LongTailLoss(nn.Module):
 class CrossEntropyLoss(LongTailLoss):
     """Plain (optionally class-weighted) cross entropy."""
 
-    name = "ce"
+    name, label = "ce", "CE"
 
     def _loss(self, logits: Tensor, targets: Tensor, class_weight: Tensor | None) -> Tensor:
         return F.cross_entropy(logits, targets, weight=class_weight)
@@ -124,7 +127,8 @@ class FocalLoss(LongTailLoss):
     other losses use. With ``gamma = 0`` and no class weight it equals cross entropy.
     """
 
-    name = "focal"
+    name, label = "focal", "Focal"
+    options = {"focal_gamma": "gamma"}
     weighted_mean = False
 
     def __init__(self, class_counts: Sequence[int], gamma: float = 1.0) -> None:
@@ -150,7 +154,8 @@ class LDAMLoss(LongTailLoss):
     (weighted) cross entropy: ``CE(s * (z - m_y e_y), y, weight)``.
     """
 
-    name = "ldam"
+    name, label = "ldam", "LDAM"
+    options = {"ldam_max_margin": "max_margin", "ldam_scale": "scale"}
     needs_cosine_head = True
 
     def __init__(self, class_counts: Sequence[int], max_margin: float = 0.5, scale: float = 30.0) -> None:
@@ -183,7 +188,7 @@ class BalancedSoftmaxLoss(LongTailLoss):
     kept because the literature uses both.
     """
 
-    name = "balanced_softmax"
+    name, label = "balanced_softmax", "BalancedSoftmax"
 
     def __init__(self, class_counts: Sequence[int]) -> None:
         super().__init__(class_counts, allow_zero_counts=False)
@@ -200,9 +205,12 @@ class LogitAdjustedLoss(LongTailLoss):
     :class:`BalancedSoftmaxLoss` (see there).
     """
 
-    name = "logit_adjust"
+    name, label = "logit_adjust", "LogitAdjust"
+    options = {"logit_adjust_tau": "tau"}
 
     def __init__(self, class_counts: Sequence[int], tau: float = 1.0) -> None:
+        if not math.isfinite(tau):
+            raise InvTransferError(f"loss 'logit_adjust': logit_adjust_tau must be finite, got {tau}.")
         super().__init__(class_counts, allow_zero_counts=False)
         self.tau = float(tau)
         log_prior = torch.log(self.class_counts.double() / self.class_counts.double().sum())
@@ -216,21 +224,22 @@ class LogitAdjustedLoss(LongTailLoss):
         return f"num_classes={self.num_classes}, tau={self.tau}"
 
 
-def build_loss(name: str, class_counts: Sequence[int], *, focal_gamma: float = 1.0,
-               ldam_max_margin: float = 0.5, ldam_scale: float = 30.0,
-               logit_adjust_tau: float = 1.0) -> LongTailLoss:
-    """Build one of :data:`LOSSES` for a training set with the given per-class sizes."""
-    if name == "ce":
-        return CrossEntropyLoss(class_counts)
-    if name == "focal":
-        return FocalLoss(class_counts, gamma=focal_gamma)
-    if name == "ldam":
-        return LDAMLoss(class_counts, max_margin=ldam_max_margin, scale=ldam_scale)
-    if name == "balanced_softmax":
-        return BalancedSoftmaxLoss(class_counts)
-    if name == "logit_adjust":
-        if not math.isfinite(logit_adjust_tau):
-            raise InvTransferError(f"loss 'logit_adjust': logit_adjust_tau must be finite, got {logit_adjust_tau}.")
-        return LogitAdjustedLoss(class_counts, tau=logit_adjust_tau)
-    raise InvTransferError(
-        f"Unknown loss {name!r}; expected one of {', '.join(LOSSES)}.{suggest(name, LOSSES)}")
+#: Every loss by name (``loss.name``): the one table that training, configs and labels read.
+LOSSES: dict[str, type[LongTailLoss]] = {cls.name: cls for cls in (
+    CrossEntropyLoss, FocalLoss, LDAMLoss, BalancedSoftmaxLoss, LogitAdjustedLoss)}
+
+
+def build_loss(name: str, class_counts: Sequence[int], **options: float) -> LongTailLoss:
+    """Build loss ``name`` (a key of :data:`LOSSES`) for a training set with the given per-class
+    sizes. ``options`` are ``loss.*`` config values (``focal_gamma``, ``ldam_max_margin``,
+    ``ldam_scale``, ``logit_adjust_tau``); each loss takes its own and ignores the others'."""
+    if name not in LOSSES:
+        raise InvTransferError(
+            f"Unknown loss {name!r}; expected one of {', '.join(LOSSES)}.{suggest(name, LOSSES)}")
+    known = {key for cls in LOSSES.values() for key in cls.options}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise InvTransferError(f"build_loss: unknown option(s) {', '.join(unknown)}; the losses take "
+                               f"{', '.join(sorted(known))}.")
+    cls = LOSSES[name]
+    return cls(class_counts, **{arg: options[key] for key, arg in cls.options.items() if key in options})
