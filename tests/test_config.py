@@ -81,6 +81,26 @@ def test_every_shipped_config_loads():
         assert cfg.optim.decay1_epoch < cfg.optim.epochs, f
 
 
+def test_git_configs_default_generator_is_where_their_command_writes():
+    """Each GIT config's default git.generator is the run the train-generator command in its header
+    writes, for the config's own dataset (it used to point where nothing wrote)."""
+    import glob
+    import os
+    import shlex
+
+    from invtransfer.train.generator import GeneratorTrainConfig
+    root = os.path.join(os.path.dirname(__file__), "..")
+    files = sorted(glob.glob(os.path.join(root, "configs", "*", "*_git.yaml")))
+    assert len(files) == 13
+    for f in files:
+        command = next(line[1:].strip() for line in open(f) if line.lstrip("# ").startswith("invtransfer train-generator"))
+        argv = shlex.split(command)[2:]
+        gen = load_config(GeneratorTrainConfig, os.path.join(root, argv[0]), argv[1:])
+        cfg = load_config(TrainConfig, f)
+        assert cfg.git.generator == os.path.join(gen.out_dir, gen.name), f
+        assert gen.data.name == cfg.data.name, f
+
+
 def test_numbers_in_exponent_notation_without_a_dot():
     # YAML 1.1 reads 4e-4 as a string; a number field takes it, a string field keeps it
     from invtransfer.train.generator import GeneratorTrainConfig

@@ -152,7 +152,7 @@ def test_report_bad_input(tmp_path):
         find_results([str(tmp_path / "results.json")])
 
 
-def test_demo_runs_end_to_end_on_tiny_data(tmp_path, capsys):
+def test_demo_runs_end_to_end_on_tiny_data(tmp_path, capsys, monkeypatch):
     x, y = make_images(60, size=16, seed=1)
     xt, yt = make_images(15, size=16, seed=2)
     npz = tmp_path / "tiny16.npz"
@@ -177,3 +177,38 @@ def test_demo_runs_end_to_end_on_tiny_data(tmp_path, capsys):
     started = json.loads((out / "ce_drs_git" / "results.json").read_text())["started_from"]
     assert started["epoch"] == 2 and started["checkpoint"].endswith("ce_drs/checkpoint_e2.pt")
     assert f"report: {out / 'report.md'}" in capsys.readouterr().out
+
+    # `sample` labels its grid: a row per class, columns real / reconstruction / one per style
+    from invtransfer import plots
+    seen = {}
+    real = plots.labelled_grid_png
+    monkeypatch.setattr(plots, "labelled_grid_png", lambda grid, rows, cols, **kw: seen.update(
+        shape=grid.shape, rows=rows, cols=cols, cell=kw["cell"]) or real(grid, rows, cols, **kw))
+    png = tmp_path / "s.png"
+    assert cli.main(["sample", str(out / "generator"), "fmnist-dil-lt", *args, "--out", str(png), "--n", "2"]) == 0
+    assert seen["rows"] == ["0", "1", "2", "3"] and seen["cols"] == ["real", "recon.", "style 1", "style 2"]
+    assert seen["cell"] == (64, 64) and seen["shape"] == (4 * 66 + 2, 4 * 66 + 2, 3)
+    from PIL import Image
+    with Image.open(png) as im:
+        assert im.width > seen["shape"][1] and im.height > seen["shape"][0]  # margins hold the labels
+
+
+def test_cli_version_help_and_quiet(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip().startswith("invtransfer 0.")
+    # every option says what it does, and its default where it has one
+    parser = cli.build_parser()
+    subs = next(a for a in parser._actions if a.dest == "command").choices
+    for name, sub in subs.items():
+        for action in sub._actions:
+            if action.dest == "help":
+                continue
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help text"
+            if action.option_strings and action.default not in (None, False):
+                assert "default" in action.help, f"{name} {action.option_strings} does not show its default"
+    # --quiet on train / train-generator is the config key quiet=true
+    assert cli.main(["train", "--quiet", "--print-config"]) == 0
+    assert "quiet: true" in capsys.readouterr().out
+    assert cli.main(["train-generator", "--quiet", "--print-config"]) == 0
+    assert "quiet: true" in capsys.readouterr().out

@@ -21,6 +21,26 @@ def _kv(args: Sequence[str]) -> dict:
     return parse_overrides(list(args))
 
 
+def _int_flag(flag: str, minimum: int):
+    """An argparse ``type`` for an integer flag >= ``minimum``: held to the standard of config keys
+    (``--draws -3`` used to write a meaningless eKLD, ``--draws 0`` to raise a traceback)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise InvTransferError(f"{flag} must be an integer >= {minimum}, got {text!r}.") from None
+        if value < minimum:
+            raise InvTransferError(f"{flag} must be >= {minimum}, got {value}.")
+        return value
+    return parse
+
+
+def _progress(a: argparse.Namespace, message: str) -> None:
+    """A status line on an interactive stderr (never in logs or captured output), unless --quiet."""
+    if not getattr(a, "quiet", False) and sys.stderr.isatty():
+        print(message, file=sys.stderr, flush=True)
+
+
 def _data_options(name: str, overrides: Sequence[str]) -> dict:
     """Dataset options: the preset NAME (positional) and its key=value overrides."""
     kv = _kv(overrides)
@@ -93,6 +113,8 @@ def _train(a: argparse.Namespace, config_cls: type, train) -> int:
     from invtransfer.config import load_config
 
     config, overrides = _split_config(a.config, a.overrides)
+    if a.quiet:  # --quiet, as on every command, is the config key quiet=true
+        overrides.append("quiet=true")
     cfg = load_config(config_cls, config, overrides)
     if a.print_config:
         print(dump_yaml(cfg), end="")
@@ -110,6 +132,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from invtransfer.train import classifier
 
+    _progress(a, f"evaluating {a.checkpoint} on its {a.split} split ...")
     m = classifier.evaluate_checkpoint(a.checkpoint, split=a.split, device=a.device, batch_size=a.batch_size)
     if a.json:
         print(json.dumps(m, indent=2))
@@ -135,21 +158,32 @@ def _dataset_config(name: str, overrides: Sequence[str]):
 
 
 def cmd_sample(a: argparse.Namespace) -> int:
+    import os
+
     from invtransfer.data import datasets
+    from invtransfer.fileio import atomic_write_bytes
+    from invtransfer.plots import labelled_grid_png
     from invtransfer.train import classifier, generator
 
-    if a.n < 1:
-        raise InvTransferError(f"--n must be >= 1, got {a.n}.")
     gen, _ = generator.load_generator(a.generator, classifier.resolve_device(a.device))
     ds = datasets.build_dataset(_dataset_config(a.dataset, a.overrides))
     generator.check_compatible(gen, ds.image_shape, f"dataset {ds.name!r}")
-    print(generator.write_sample_grid(a.out, gen, ds, n_styles=a.n, seed=a.seed))
+    images, rows = generator.grid_sources(ds)
+    scale = max(1, 64 // images.shape[1])  # small images enlarged to readable cells, as in training's grids
+    grid = generator.sample_grid(gen, images, generator.grid_styles(gen.style_dim, a.n, a.seed), scale=scale)
+    cols = ["real", "recon."] + [f"style {i + 1}" for i in range(a.n)]
+    atomic_write_bytes(a.out, labelled_grid_png(grid, rows, cols, cell=(images.shape[1] * scale,
+                                                                         images.shape[2] * scale),
+                                                title=f"{os.path.basename(os.path.normpath(a.generator))} on "
+                                                      f"{ds.name}, style seed {a.seed}"))
+    print(a.out)
     return 0
 
 
 def cmd_generator_quality(a: argparse.Namespace) -> int:
     from invtransfer.metrics.generator_quality import generator_quality
 
+    _progress(a, f"measuring {a.generator} on {a.dataset}: {a.n_per_class} images per class x {a.styles} styles ...")
     q = generator_quality(a.generator, _dataset_config(a.dataset, a.overrides), classifier_path=a.classifier,
                           n_per_class=a.n_per_class, styles=a.styles, seed=a.seed, device=a.device)
     if a.json:
@@ -180,10 +214,8 @@ def cmd_generator_quality(a: argparse.Namespace) -> int:
 def cmd_demo(a: argparse.Namespace) -> int:
     from invtransfer import demo
 
-    run_demo_kw = {"epochs": a.epochs or demo.DEMO_EPOCHS,
-                   "generator_iterations": a.generator_iterations or demo.DEMO_GENERATOR_ITERATIONS,
-                   "draws": a.draws or demo.DEMO_DRAWS}
-    demo.run_demo(a.out, data=_kv(a.overrides), quiet=a.quiet, **run_demo_kw)
+    demo.run_demo(a.out, data=_kv(a.overrides), quiet=a.quiet, epochs=a.epochs,
+                  generator_iterations=a.generator_iterations, draws=a.draws)
     return 0
 
 
@@ -202,7 +234,9 @@ def cmd_invariance(a: argparse.Namespace) -> int:
     from invtransfer.train.classifier import load_classifier
 
     results, labels = [], []
-    for ck in a.checkpoints:
+    for i, ck in enumerate(a.checkpoints, 1):
+        _progress(a, f"[{i}/{len(a.checkpoints)}] eKLD of {ck}: {a.draws} draws x {a.images_per_class} images per "
+                     f"class on the {a.split} split ...")
         transform = a.transform
         if transform is None:
             _, meta = load_classifier(ck)
@@ -237,16 +271,23 @@ def cmd_invariance(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from invtransfer import __version__, demo
+
     p = argparse.ArgumentParser(prog="invtransfer", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"invtransfer {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    devices = ("auto", "cpu", "cuda", "mps")
+    device_help = "where to compute: auto (CUDA, then MPS, then CPU), cpu, cuda or mps (default auto)"
+    quiet_help = "no progress output"
 
     d = sub.add_parser("data", help="build and describe a long-tailed dataset (or: data download NAME)",
                        description="Build a dataset preset and print its class sizes. "
                                    "`invtransfer data download NAME [data_root=DIR]` fetches source files.")
     d.add_argument("name", help="dataset preset, e.g. cifar10-lt, fmnist-dil-lt, gtsrb-lt; or 'download'")
-    d.add_argument("overrides", nargs="*", help="dataset options as key=value (instance=2, data_root=DIR, ...)")
+    d.add_argument("overrides", nargs="*", help="dataset options as key=value (instance=2, data_root=DIR, "
+                                                "npz_file=FILE, ...)")
     d.add_argument("--json", action="store_true", help="print JSON")
-    d.add_argument("--preview", metavar="FILE.png", help="write a preview grid (one row per class)")
+    d.add_argument("--preview", metavar="FILE.png", help="also write a preview grid (one row per class)")
     d.add_argument("--print-config", action="store_true", help="print the resolved dataset options and exit")
     d.set_defaults(func=cmd_data)
 
@@ -254,15 +295,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", nargs="?", help="YAML config (e.g. configs/cifar10_lt/ce_drs.yaml); omit for defaults")
     t.add_argument("overrides", nargs="*", help="key=value overrides, dotted for nested keys (optim.lr=0.05)")
     t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    t.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars (= quiet=true)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="evaluate a trained classifier on its dataset's val or test split")
     e.add_argument("checkpoint", help="run directory, model.pt or checkpoint.pt")
-    e.add_argument("--split", choices=("val", "test"), default="test")
-    e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    e.add_argument("--batch-size", type=int, default=1024, metavar="N",
+    e.add_argument("--split", choices=("val", "test"), default="test", help="which split (default test)")
+    e.add_argument("--device", default="auto", choices=devices, help=device_help)
+    e.add_argument("--batch-size", type=_int_flag("--batch-size", 1), default=1024, metavar="N",
                    help="images per forward pass (default 1024; lower it after an out-of-memory error)")
-    e.add_argument("--json", action="store_true")
+    e.add_argument("--json", action="store_true", help="print JSON")
+    e.add_argument("--quiet", action="store_true", help=quiet_help)
     e.set_defaults(func=cmd_evaluate)
 
     g = sub.add_parser("train-generator", help="train the MUNIT generative model on a long-tailed training set")
@@ -270,18 +313,19 @@ def build_parser() -> argparse.ArgumentParser:
                                              "defaults")
     g.add_argument("overrides", nargs="*", help="key=value overrides, dotted for nested keys (arch.width=32)")
     g.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    g.add_argument("--quiet", action="store_true", help="log lines instead of a progress bar (= quiet=true)")
     g.set_defaults(func=cmd_train_generator)
 
-    devices = ("auto", "cpu", "cuda", "mps")
     s = sub.add_parser("sample", help="write a grid of random-style samples of a trained generator",
-                       description="One row per class (first val image): real, reconstruction, N random styles.")
+                       description="One row per class (its first val image): real, reconstruction, N random styles; "
+                                   "rows and columns labelled.")
     s.add_argument("generator", help="generator run directory, generator.pt or state.pt")
     s.add_argument("dataset", help="dataset preset, e.g. fmnist-bg-lt")
     s.add_argument("overrides", nargs="*", help="dataset options as key=value (instance=1, data_root=DIR, ...)")
     s.add_argument("--out", default="samples.png", help="PNG to write (default samples.png)")
-    s.add_argument("--n", type=int, default=8, help="random styles per image (default 8)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the styles")
-    s.add_argument("--device", default="auto", choices=devices)
+    s.add_argument("--n", type=_int_flag("--n", 1), default=8, metavar="N", help="random styles per image (default 8)")
+    s.add_argument("--seed", type=_int_flag("--seed", 0), default=0, help="seed of the styles (default 0)")
+    s.add_argument("--device", default="auto", choices=devices, help=device_help)
     s.set_defaults(func=cmd_sample)
 
     q = sub.add_parser("generator-quality", help="class preservation, nuisance diversity and reconstruction of a "
@@ -292,19 +336,27 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--classifier", metavar="RUN", help="classifier run (invtransfer train) on untransformed data of "
                                                        "the same base dataset; without it class preservation is "
                                                        "skipped")
-    q.add_argument("--n-per-class", type=int, default=20, help="held-out images per class (default 20)")
-    q.add_argument("--styles", type=int, default=8, help="draws per image (default 8)")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--device", default="auto", choices=devices)
+    q.add_argument("--n-per-class", type=_int_flag("--n-per-class", 1), default=20, metavar="N",
+                   help="held-out images per class (default 20)")
+    q.add_argument("--styles", type=_int_flag("--styles", 1), default=8, metavar="N",
+                   help="draws per image (default 8)")
+    q.add_argument("--seed", type=_int_flag("--seed", 0), default=0, help="seed of the draws (default 0)")
+    q.add_argument("--device", default="auto", choices=devices, help=device_help)
     q.add_argument("--json", action="store_true", help="print JSON")
+    q.add_argument("--quiet", action="store_true", help=quiet_help)
     q.set_defaults(func=cmd_generator_quality)
 
     m = sub.add_parser("demo", help="the whole GIT pipeline on Fashion-MNIST-DIL-LT at a CPU-sized budget")
     m.add_argument("overrides", nargs="*", help="dataset options as key=value (data_root=DIR, instance=1, ...)")
-    m.add_argument("--out", default="runs/demo", help="output folder (replaced)")
-    m.add_argument("--epochs", type=int, default=None, help="epochs per classifier run")
-    m.add_argument("--generator-iterations", type=int, default=None, help="generator training iterations")
-    m.add_argument("--draws", type=int, default=None, help="eKLD draws per image")
+    m.add_argument("--out", default="runs/demo", help="output folder, replaced (default runs/demo)")
+    m.add_argument("--epochs", type=_int_flag("--epochs", 3), default=demo.DEMO_EPOCHS, metavar="N",
+                   help=f"epochs per classifier run, at least 3 (default {demo.DEMO_EPOCHS}; the schedule's "
+                        f"E1 and E2 scale with it)")
+    m.add_argument("--generator-iterations", type=_int_flag("--generator-iterations", 1),
+                   default=demo.DEMO_GENERATOR_ITERATIONS, metavar="N",
+                   help=f"generator training iterations (default {demo.DEMO_GENERATOR_ITERATIONS})")
+    m.add_argument("--draws", type=_int_flag("--draws", 1), default=demo.DEMO_DRAWS, metavar="N",
+                   help=f"eKLD draws per image (default {demo.DEMO_DRAWS})")
     m.add_argument("--quiet", action="store_true", help="no progress bars")
     m.set_defaults(func=cmd_demo)
 
@@ -312,28 +364,32 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("checkpoints", nargs="+", help="classifier run directories or checkpoint files")
     v.add_argument("--transform", default=None,
                    help="rot, bg, dil or generator:PATH (default: the dataset's own nuisance)")
-    v.add_argument("--split", choices=("val", "test"), default="test")
-    v.add_argument("--images-per-class", type=int, default=40)
-    v.add_argument("--draws", type=int, default=100)
-    v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    v.add_argument("--json", action="store_true")
+    v.add_argument("--split", choices=("val", "test"), default="test", help="held-out split (default test)")
+    v.add_argument("--images-per-class", type=_int_flag("--images-per-class", 1), default=40, metavar="N",
+                   help="held-out images per class (default 40)")
+    v.add_argument("--draws", type=_int_flag("--draws", 1), default=100, metavar="N",
+                   help="transformed copies of each image (default 100)")
+    v.add_argument("--seed", type=_int_flag("--seed", 0), default=0, help="seed of the transform draws (default 0)")
+    v.add_argument("--device", default="auto", choices=devices, help=device_help)
+    v.add_argument("--json", action="store_true", help="print JSON")
     v.add_argument("--plot", metavar="FILE.png", help="eKLD against class size, all checkpoints overlaid")
     v.add_argument("--no-save", action="store_true", help="do not write invariance.json into the run directory")
+    v.add_argument("--quiet", action="store_true", help=quiet_help)
     v.set_defaults(func=cmd_invariance)
 
     r = sub.add_parser("report", help="markdown report (tables and plots) from run directories")
-    r.add_argument("runs", nargs="+", help="run directories or folders of runs")
-    r.add_argument("--out", default="report", help="output folder")
-    r.add_argument("--title", default="invtransfer report")
+    r.add_argument("runs", nargs="+", help="run directories or folders of runs (each run counted once)")
+    r.add_argument("--out", default="report", help="output folder (default report)")
+    r.add_argument("--title", default="invtransfer report", help="heading of report.md (default 'invtransfer "
+                                                                 "report')")
     r.set_defaults(func=cmd_report)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    a = parser.parse_args(argv)
     try:
+        a = parser.parse_args(argv)  # inside: a flag's value check raises InvTransferError
         return int(a.func(a) or 0)
     except InvTransferError as e:
         if hasattr(e, "signum"):

@@ -16,12 +16,7 @@ import os
 import shutil
 import time
 
-from invtransfer.config import from_dict, load_config
-from invtransfer.data import datasets
 from invtransfer.errors import InvTransferError
-from invtransfer.metrics import invariance
-from invtransfer.report import markdown_table, summary_rows
-from invtransfer.train import classifier, generator
 
 # The demo's budgets, in one place.
 DEMO_EPOCHS = 8  # per classifier run (the paper: 50); E1/E2 scale with it
@@ -48,6 +43,13 @@ def run_demo(out_dir: str = "runs/demo", data: dict | None = None, epochs: int =
              generator_iterations: int = DEMO_GENERATOR_ITERATIONS, draws: int = DEMO_DRAWS,
              quiet: bool = False) -> str:
     """Run the demo into ``out_dir`` (replaced) and return the path of its report."""
+    # Imported here so that the CLI can read the budgets above without loading torch.
+    from invtransfer.config import from_dict, load_config
+    from invtransfer.data import datasets
+    from invtransfer.metrics import invariance
+    from invtransfer.report import markdown_table, summary_rows
+    from invtransfer.train import classifier, generator
+
     t0 = time.time()
     configs = _configs_dir()
     if os.path.isdir(out_dir):
