@@ -487,6 +487,29 @@ BAD_INPUT = {
     "train-existing-run-dir": (lambda t, w: with_checkpoint(
         t, w, "clf", "checkpoint.pt", lambda p, r: None, lambda r: ["train", *w.train_args(t, name="clf")]),
         r"run directory .*clf already exists; pass resume=true"),
+    # --- silent wrong answers that are now refused (they used to exit 0 with a wrong result)
+    "npz-file-with-another-source": (lambda t, w: ["data", "cifar10-lt", f"npz_file={w.npz12}", "source=cifar10"],
+                                     r"npz_file=.* and source='cifar10' contradict each other"),
+    "npz-file-on-a-k49-preset-repeats-only-when-asked": (
+        lambda t, w: ["data", "k49-lt", f"npz_file={w.npz12}", "class_order=index"],
+        r"class 0 needs 4800 examples but only \d+ .*allow_cycling=true.*only on its own source \(k49\)"),
+    "invariance-draws-negative": (lambda t, w: ["invariance", w.clf, "--draws", "-3", "--no-save"],
+                                  r"--draws must be >= 1, got -3"),
+    "invariance-draws-zero": (lambda t, w: ["invariance", w.clf, "--draws", "0"], r"--draws must be >= 1, got 0"),
+    "invariance-images-per-class-zero": (lambda t, w: ["invariance", w.clf, "--images-per-class", "0"],
+                                         r"--images-per-class must be >= 1, got 0"),
+    "invariance-draws-not-a-number": (lambda t, w: ["invariance", w.clf, "--draws", "many"],
+                                      r"--draws must be an integer >= 1, got 'many'"),
+    "sample-seed-negative": (lambda t, w: ["sample", w.gen, "fmnist-bg-lt", "--seed", "-1"], r"--seed must be >= 0"),
+    "evaluate-batch-size-zero": (lambda t, w: ["evaluate", w.clf, "--batch-size", "0"], r"--batch-size must be >= 1"),
+    "generator-quality-styles-zero": (lambda t, w: ["generator-quality", w.gen, "fmnist-bg-lt", "--styles", "0"],
+                                      r"--styles must be >= 1"),
+    "demo-epochs-zero": (lambda t, w: ["demo", "--epochs", "0", "--out", t / "demo"], r"--epochs must be >= 3, got 0"),
+    "report-two-runs-of-one-seed": (lambda t, w: (
+        copy_run(w.clf, t / "a"), copy_run(w.clf, t / "b"),
+        (t / "b" / "clf" / "results.json").write_text(json.dumps(dict(
+            json.loads((t / "b" / "clf" / "results.json").read_text()), test_error=1.0))))
+        and ["report", t, "--out", t / "rep"], r"two different runs of fmnist-dil-lt .* with seed 0 on dataset instance 0"),
 }
 
 
@@ -495,6 +518,99 @@ def test_bad_input(case, world, tmp_path, capsys):
     build, match = BAD_INPUT[case]
     argv = build(tmp_path, world)
     expect_error(capsys, argv, match, protect=(tmp_path, world.root / "runs", world.npz12, world.npz16))
+
+
+# ----------------------------------------------------------------------------- silent wrong answers
+# Each used to exit 0 with a wrong result and nothing said (issue: "what a new user hits"). Now the
+# result is right and what could mislead is reported (the JSON, the warnings, the report), or, with
+# strict_checksums, refused.
+
+def _tiny_cifar_with_official_counts(t, monkeypatch):
+    """Tiny CIFAR-10 binary batches (every class in every batch), the official counts patched to their sizes."""
+    rng = np.random.default_rng(0)
+    parts = [(rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8), np.arange(10)) for _ in range(5)]
+    test = (rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8), np.arange(5))
+    write_cifar10_bin(t, parts, test)
+    records = formats._CIFAR_SPECS["cifar10"].records
+    for name, (x, _) in zip([f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"], parts + [test]):
+        monkeypatch.setitem(records, name, len(x))
+    return t / "cifar-10-batches-bin"
+
+
+def _silent_npz_file_ignored(t, w, capsys, monkeypatch):
+    # `data cifar10-lt npz_file=X` used to print CIFAR-10 sources: npz_file was ignored without source=npz
+    assert cli.main(["data", "cifar10-lt", f"npz_file={w.npz12}", "n_max=40", "val_per_class=5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["sources"] == [str(w.npz12)]
+
+
+def _silent_repeats(t, w, capsys, monkeypatch):
+    # with allow_cycling asked for, the repeats are counted in the JSON, in the warnings and in the
+    # run's results.json (they used to be silent: 480 images given, 7,437 trained on, warnings: [])
+    short = {"counts": [100, 20, 8, 4], "allow_cycling": True}
+    assert cli.main(["data", "fmnist-dil-lt", *kv("", w.data12(**short)), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["repeated_train_images"] > 0 and "warning: " in err and "repeat" in err
+    assert cli.main(["train", *w.train_args(t), *kv("data.", short)]) == 0, capsys.readouterr().err
+    results = t / "run" / "results.json"
+    assert any("repeat an image of their class" in x for x in json.loads(results.read_text())["dataset_warnings"])
+
+
+def _silent_cifar_cut_at_a_record_boundary(t, w, capsys, monkeypatch):
+    folder = _tiny_cifar_with_official_counts(t, monkeypatch)
+    path = folder / "test_batch.bin"
+    path.write_bytes(path.read_bytes()[:3073 * 2])
+    assert cli.main(["data", "cifar10-lt", f"data_root={t}", "n_max=2", "val_per_class=0", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["test_size"] == 2 and f"{path} holds 2 (official: 5)" in err
+    expect_error(capsys, ["data", "cifar10-lt", f"data_root={t}", "n_max=2", "strict_checksums=true"],
+                 r"test_batch\.bin holds 2 \(official: 5\).*strict_checksums is on", protect=(t,))
+
+
+def _silent_known_copy_strict(t, w, capsys, monkeypatch):
+    # a copy known not to be official (the partly-JPEG CIFAR-10 of the project machines) is named; with
+    # strict_checksums it is refused (no official digests exist for the binary batches to catch it)
+    folder = _tiny_cifar_with_official_counts(t, monkeypatch)
+    copy = {n: {hashlib.sha256((folder / n).read_bytes()).hexdigest(): "a copy the test knows"}
+            for n in os.listdir(folder) if n.endswith(".bin")}
+    monkeypatch.setitem(formats.KNOWN_COPIES, "cifar10", copy)
+    assert cli.main(["data", "cifar10-lt", f"data_root={t}", "n_max=2", "val_per_class=0"]) == 0
+    assert "are not the official cifar10 files but a copy the test knows" in capsys.readouterr().err
+    expect_error(capsys, ["data", "cifar10-lt", f"data_root={t}", "n_max=2", "strict_checksums=true"],
+                 r"data_batch_1\.bin is not the official cifar10 file but a copy the test knows.*strict_checksums",
+                 protect=(t,))
+
+
+def _silent_report_duplicates(t, w, capsys, monkeypatch):
+    # the same run passed twice, or as a folder and its child, used to count twice (n = 2)
+    run = copy_run(w.clf, t)
+    for argv in ([run, run], [t, run]):
+        assert cli.main(["report", *map(str, argv), "--out", str(t / "rep")]) == 0
+        assert "| fmnist-dil-lt | CE | 1 (0 / 0) |" in (t / "rep" / "report.md").read_text()
+
+
+def _silent_missing_data_root(t, w, capsys, monkeypatch):
+    # data_root=/nonexistent silently read the data from another root
+    (t / "data").mkdir()
+    shutil.copy(w.npz12, t / "data" / "x.npz")
+    assert cli.main(["data", "fmnist-dil-lt", *kv("", w.data12(npz_file="x.npz", data_root=str(t / "nowhere"))),
+                     "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert f"data_root {t / 'nowhere'} does not exist" in err and json.loads(out)["sources"] == [str(t / "data" / "x.npz")]
+
+
+SILENT = {"npz-file-without-source-is-read": _silent_npz_file_ignored,
+          "repeated-images-are-reported": _silent_repeats,
+          "cifar-cut-at-a-record-boundary": _silent_cifar_cut_at_a_record_boundary,
+          "known-non-official-copy-is-named": _silent_known_copy_strict,
+          "report-counts-each-run-once": _silent_report_duplicates,
+          "missing-data-root-is-a-warning": _silent_missing_data_root}
+
+
+@pytest.mark.parametrize("case", sorted(SILENT))
+def test_silent_wrong_answer_is_now_reported(case, world, tmp_path, capsys, monkeypatch):
+    before = snapshot(world.root / "runs", world.npz12, world.npz16)
+    SILENT[case](tmp_path, world, capsys, monkeypatch)
+    assert_unchanged(before, snapshot(world.root / "runs", world.npz12, world.npz16))
 
 
 # ----------------------------------------------------------------------------- malicious files
