@@ -50,19 +50,18 @@ from typing import Any
 
 import torch
 
-from invtransfer.config import dump_yaml, to_dict
 from invtransfer.data import batches, datasets
-from invtransfer.data.datasets import LTDataset
 from invtransfer.errors import InvTransferError
 from invtransfer.models.resnet_cifar import build_model
 from invtransfer.train import distributed, losses
-from invtransfer.train.inference import (  # noqa: F401 (re-exported: they lived here)
-    NuisanceSampler,
-    check_compatible,
-    evaluate_checkpoint,
-    evaluate_split,
-    load_classifier,
-    predict_logits,
+from invtransfer.train.checkpoint import (  # noqa: F401 (TrainingInterrupted: re-exported)
+    StopSignals,
+    TrainingInterrupted,
+    atomic_save,
+    check_resumable,
+    load_checkpoint,
+    log_lines_upto,
+    run_locked,
 )
 from invtransfer.train.configs import (  # noqa: F401 (re-exported: the configs lived here)
     RULES,
@@ -73,23 +72,24 @@ from invtransfer.train.configs import (  # noqa: F401 (re-exported: the configs 
     learning_rate,
     method_label,
 )
+from invtransfer.train.inference import (  # noqa: F401 (re-exported: they lived here)
+    NuisanceSampler,
+    check_compatible,
+    evaluate_checkpoint,
+    evaluate_split,
+    load_classifier,
+    predict_logits,
+)
 from invtransfer.train.runtime import (  # noqa: F401 (resolve_device, autocast_dtype: re-exported)
+    autocast,
     autocast_dtype,
     json_dump,
     resolve_device,
     versions,
     without_out_of_memory,
 )
-from invtransfer.fileio import prepare_run_dir
-from invtransfer.train.checkpoint import (
-    StopSignals,
-    TrainingInterrupted,
-    atomic_save,
-    check_resumable,
-    load_checkpoint,
-    log_lines_upto,
-    run_locked,
-)
+from invtransfer.train.scaffold import TrainingRun, append_log, dataset_meta, require_training_images
+
 
 def git_keep_probability(weighting: str, class_counts: list[int], threshold: int | None) -> torch.Tensor:
     """Per-class probability that a generated slot is used (SPEC §5)."""
@@ -143,52 +143,37 @@ class BatchPlan:
         return len(self.gen_slots)
 
 
-class ClassifierRun:
+class ClassifierRun(TrainingRun):
     """State and outputs of one training run; :meth:`run` does the work."""
 
+    kind, checkpoint_file, command, log_key, resume_free = "classifier", "checkpoint.pt", "train", "epoch", _RESUME_FREE
+
     def __init__(self, cfg: TrainConfig):
-        self.cfg = cfg
-        self.cfg_dict = to_dict(cfg)
+        self.method = method_label(cfg)
         self.forked: dict | None = None  # init_from's checkpoint and position, once started from one
-        self.t_start, self.wall_before = time.time(), 0.0  # wall time of earlier processes (resume)
-        # torchrun's variables (if any) decide the process group and this process's device.
-        self.dist, self.device = distributed.from_env(resolve_device(cfg.device))
-        try:
-            self.amp_dtype = autocast_dtype(cfg.amp, self.device)
-            self.method = method_label(cfg)
-            # Process 0 builds (and caches) the dataset first; the others then read the cache.
-            built: dict = {}
-            self.dist.on_main(lambda: built.setdefault("ds", datasets.build_dataset(cfg.data)) and None)
-            self.ds: LTDataset = built["ds"] if self.dist.is_main else datasets.build_dataset(cfg.data)
-            if cfg.oracle and self.ds.nuisance == "none":
-                raise InvTransferError(f"config key 'oracle=true' needs a dataset with a synthetic nuisance; "
-                                       f"{self.ds.name!r} has none (use e.g. fmnist-bg-lt).")
-            # Store the resolved dataset options so the run can be rebuilt exactly.
-            self.cfg_dict["data"] = self.ds.config
-            self._summary_writer = _summary_writer_class() if cfg.tensorboard and self.dist.is_main else None
-            self.run_dir = self.dist.on_main(self._prepare_run_dir)
-        except BaseException:
-            self.dist.close()
-            raise
+        # The best validation score so far and its weights (select=val); checkpoints carry them.
+        self.best: dict = {"epoch": -1, "balanced_accuracy": -1.0}
+        self.best_model: dict | None = None
+        self._agreed_stop = False  # several processes: some process got a signal by the last step's exchange
+        super().__init__(cfg)
 
-    # ----------------------------------------------------------------- run directory
-    def _prepare_run_dir(self) -> str:
+    def _configure(self) -> None:
         cfg = self.cfg
-        name = cfg.name or "__".join([self.ds.name, self.method.replace("+", "-"), f"s{cfg.seed}",
-                                      time.strftime("%Y%m%d-%H%M%S")])
-        return prepare_run_dir(cfg.out_dir, name, cfg.resume, cfg.overwrite)
+        if cfg.oracle and self.ds.nuisance == "none":
+            raise InvTransferError(f"config key 'oracle=true' needs a dataset with a synthetic nuisance; "
+                                   f"{self.ds.name!r} has none (use e.g. fmnist-bg-lt).")
+        self._summary_writer = _summary_writer_class() if cfg.tensorboard and self.dist.is_main else None
 
-    def path(self, *parts: str) -> str:
-        return os.path.join(self.run_dir, *parts)
+    def default_name(self) -> str:
+        return "__".join([self.ds.name, self.method.replace("+", "-"), f"s{self.cfg.seed}",
+                          time.strftime("%Y%m%d-%H%M%S")])
 
     # ----------------------------------------------------------------- set-up
     def _setup(self) -> None:
         cfg, ds = self.cfg, self.ds
         torch.manual_seed(cfg.seed)
         counts = ds.train_class_counts
-        if min(counts) == 0:
-            empty = [ds.class_names[c] for c, n in enumerate(counts) if n == 0]
-            raise InvTransferError(f"dataset {ds.name!r} has classes without training images: {empty[:5]}.")
+        require_training_images(ds)
         self.loss_fn = losses.build_loss(cfg.loss.name, counts, **cfg.loss.options()).to(self.device)
         c, h, w = ds.image_shape
         self.model = build_model(cfg.model, ds.num_classes, in_channels=c,
@@ -248,13 +233,10 @@ class ClassifierRun:
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "epoch": epoch, "step": step, "running": running, "best": self.best,
                 "best_model": self.best_model, "dataset": self._dataset_meta(),
-                "torch_rng": torch.get_rng_state(), "forked": self.forked, "wall_time_s": self.wall_time()}
+                "torch_rng": torch.get_rng_state(), "forked": self.forked, "wall_time_s": self.clock.wall()}
 
     def _dataset_meta(self) -> dict:
-        ds = self.ds
-        return {"name": ds.name, "fingerprint": ds.fingerprint, "class_names": ds.class_names,
-                "train_class_counts": ds.train_class_counts, "image_shape": list(ds.image_shape),
-                "nuisance": ds.nuisance, "normalizer": {"mean": self.normalizer.mean, "std": self.normalizer.std}}
+        return dataset_meta(self.ds, normalizer={"mean": self.normalizer.mean, "std": self.normalizer.std})
 
     def save_checkpoint(self, epoch: int, step: int, running: dict) -> None:
         if self.dist.is_main:  # the processes' states are identical; process 0 writes
@@ -271,12 +253,10 @@ class ClassifierRun:
         torch.set_rng_state(ck["torch_rng"])
 
     def _restore(self) -> tuple[int, int, dict]:
-        ck = load_checkpoint(self.path("checkpoint.pt"), "classifier")
-        check_resumable(ck, self.path("checkpoint.pt"), TrainConfig, self.cfg_dict, _RESUME_FREE, self.run_dir,
-                        self.ds.fingerprint)
+        ck = self.load_resumable()
         self._load_state(ck)
         self.forked = ck.get("forked")
-        self.wall_before = float(ck["wall_time_s"]) if "wall_time_s" in ck else self._logged_time(int(ck["epoch"]))
+        self.clock.restore(ck, lambda: self._logged_time(int(ck["epoch"])))
         return int(ck["epoch"]), int(ck["step"]), dict(ck["running"])
 
     def _fork(self) -> tuple[int, int, dict]:
@@ -328,98 +308,134 @@ class ClassifierRun:
         """Seconds this run has trained, over all its processes (a resumed run adds the time up to
         its checkpoint; work redone after an interruption counts once; a run started with
         ``init_from`` does not count the epochs it started from: ``started_from`` has those)."""
-        return self.wall_before + time.time() - self.t_start
+        return self.clock.wall()
 
     # ----------------------------------------------------------------- the loop
     def run(self) -> dict:
-        cfg, o = self.cfg, self.cfg.optim
-        self.t_start = time.time()
+        """Train (or resume) and write every output; returns ``results.json``'s content."""
+        o = self.cfg.optim
+        self.clock.start()
         self._setup()
-        self.best: dict = {"epoch": -1, "balanced_accuracy": -1.0}
-        self.best_model: dict | None = None
-        epoch, start_step, running = 0, 0, {}
-        main = self.dist.is_main
-        if cfg.resume:
-            epoch, start_step, running = self._restore()
-            if main:
-                self._truncate_log(epoch)
-        else:
-            if cfg.init_from:
-                epoch, start_step, running = self._fork()  # every process loads the same state
-            if main:
-                datasets.atomic_write_bytes(self.path("config.yaml"), dump_yaml(self.cfg_dict).encode())
-        tb = self._tensorboard() if main else None
-        n = len(self.y_train)
-        steps = math.ceil(n / o.batch_size)
-        with StopSignals() as signals:
-            self._signals = signals
+        epoch, start_step, running = self._start()
+        tb = self._tensorboard()
+        steps = math.ceil(len(self.y_train) / o.batch_size)
+        with StopSignals() as self.signals:
             while epoch < o.epochs:
-                lr = learning_rate(o, epoch)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                # Epoch indices stay on the host, where each step's batch is planned.
-                idx = batches.epoch_indices(self.sampler_for(epoch), self.y_train_cpu, self.counts_t, cfg.seed,
-                                            epoch)
-                # GIT's second stream: same sampler as the main one, independent draws.
-                idx2 = batches.epoch_indices(self.sampler_for(epoch), self.y_train_cpu, self.counts_t, cfg.seed,
-                                             epoch, stream=2) if self.git_active(epoch) else None
-                weight = self.class_weight_for(epoch)
+                lr = self._set_learning_rate(epoch)
+                order = self._epoch_order(epoch)
                 running = running or {"loss": 0.0, "correct": 0, "seen": 0, "time": 0.0, "generated": 0}
-                bar = self._progress(epoch, steps, start_step) if main else None
+                bar = self._progress(epoch, steps, start_step)
                 self.model.train()
                 t0 = time.time()
                 for step in range(start_step, steps):
-                    bidx = idx[step * o.batch_size:(step + 1) * o.batch_size]
-                    bidx2 = None if idx2 is None else idx2[step * o.batch_size:(step + 1) * o.batch_size]
-                    loss, correct, generated = without_out_of_memory(
-                        lambda: self._train_step(bidx, epoch, step, weight, bidx2),
-                        f"in training step {step + 1}/{steps} of epoch {epoch + 1}/{o.epochs}", "optim.batch_size", o.batch_size,
-                        min(o.batch_size, n), lambda _: self._stopped() + " A smaller batch size makes another "
-                        "run, which cannot resume this one's checkpoint: start it with overwrite=true or "
-                        "another name=.")
-                    running["generated"] = running.get("generated", 0) + generated
-                    if not math.isfinite(loss):
-                        raise InvTransferError(
-                            f"non-finite training loss ({loss}) in step {step + 1}/{steps} of epoch {epoch + 1}/{o.epochs}; the run stopped. "
-                            f"The last good checkpoint is {self.path('checkpoint.pt')} (if one was written); "
-                            f"try a smaller optim.lr.")
-                    running["loss"] += loss * len(bidx)
-                    running["correct"] += correct
-                    running["seen"] += len(bidx)
-                    if bar is not None:
-                        el = running["time"] + time.time() - t0
-                        bar.set_postfix(loss=f"{running['loss'] / running['seen']:.3f}",
-                                        acc=f"{100 * running['correct'] / running['seen']:.1f}", lr=f"{lr:.3g}",
-                                        **{"img/s": f"{running['seen'] / max(el, 1e-9):.0f}"})
-                        bar.update(1)
-                    # Several processes stop in the same step (see _train_step).
-                    if self._agreed_stop if self.dist.enabled else signals.stop:
-                        running["time"] += time.time() - t0
-                        self._check_finite_weights(epoch, step + 1, steps)
-                        self.save_checkpoint(epoch, step + 1, running)
-                        self.dist.barrier()
-                        if bar is not None:
-                            bar.close()
-                        raise TrainingInterrupted(
-                            f"stopped by signal {signals.signum} at epoch {epoch} step {step + 1}/{steps}; "
-                            f"checkpoint saved to {self.path('checkpoint.pt')}. Continue with: invtransfer train "
-                            f"{self.path('config.yaml')} name={os.path.basename(self.run_dir)} "
-                            f"out_dir={cfg.out_dir} resume=true", signals.signum)
+                    bidx, bidx2 = order(step)
+                    loss, correct, generated = self._guarded_step(bidx, epoch, step, steps, bidx2)
+                    self._count(running, loss, correct, generated, len(bidx), epoch, step, steps)
+                    self._show(bar, running, lr, t0)
+                    if self._stop_requested():
+                        self._stop(epoch, step + 1, steps, running, t0, bar)
                 if bar is not None:
                     bar.close()
                 running["time"] += time.time() - t0
                 self._check_finite_weights(epoch, steps, steps)  # before this epoch is logged or checkpointed
-                record = self._end_epoch(epoch, lr, running) if main else {}
-                if tb is not None:
-                    for k, v in record.items():
-                        if isinstance(v, (int, float)) and v is not None:
-                            tb.add_scalar(k, v, epoch)
+                self._log_epoch(epoch, lr, running, tb)
                 epoch, start_step, running = epoch + 1, 0, {}
-                if epoch % cfg.checkpoint_every == 0 or epoch == o.epochs or epoch in cfg.keep_checkpoints:
-                    self.save_checkpoint(epoch, 0, {})
+                self._checkpoint_after(epoch)
         if tb is not None:
             tb.close()
-        return self._finish(self.wall_time())
+        return self.finish(lambda: self._write_results(self.wall_time()))
+
+    def _start(self) -> tuple[int, int, dict]:
+        """Epoch, step and running statistics to start from: the checkpoint's when resuming,
+        ``init_from``'s when forking, else the beginning (a new run also writes config.yaml)."""
+        if self.cfg.resume:
+            position = self._restore()
+            self.truncate_log(position[0])
+            return position
+        position = self._fork() if self.cfg.init_from else (0, 0, {})  # every process loads the same state
+        self.write_config()
+        return position
+
+    def _set_learning_rate(self, epoch: int) -> float:
+        lr = learning_rate(self.cfg.optim, epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def _epoch_order(self, epoch: int):
+        """``order(step)``: the step's global batch indices and, with GIT, its second stream's."""
+        cfg, bs = self.cfg, self.cfg.optim.batch_size
+        # Epoch indices stay on the host, where each step's batch is planned.
+        idx = batches.epoch_indices(self.sampler_for(epoch), self.y_train_cpu, self.counts_t, cfg.seed, epoch)
+        # GIT's second stream: same sampler as the main one, independent draws.
+        idx2 = batches.epoch_indices(self.sampler_for(epoch), self.y_train_cpu, self.counts_t, cfg.seed, epoch,
+                                     stream=2) if self.git_active(epoch) else None
+        return lambda step: (idx[step * bs:(step + 1) * bs],
+                             None if idx2 is None else idx2[step * bs:(step + 1) * bs])
+
+    def _guarded_step(self, bidx: torch.Tensor, epoch: int, step: int, steps: int,
+                      bidx2: torch.Tensor | None) -> tuple[float, int, int]:
+        """:meth:`_train_step`, with CUDA running out of memory turned into a clear error."""
+        o = self.cfg.optim
+        return without_out_of_memory(
+            lambda: self._train_step(bidx, epoch, step, self.class_weight_for(epoch), bidx2),
+            f"in training step {step + 1}/{steps} of epoch {epoch + 1}/{o.epochs}", "optim.batch_size",
+            o.batch_size, min(o.batch_size, len(self.y_train)),
+            lambda _: self._stopped() + " A smaller batch size makes another run, which cannot resume this "
+                                        "one's checkpoint: start it with overwrite=true or another name=.")
+
+    def _count(self, running: dict, loss: float, correct: int, generated: int, n: int, epoch: int, step: int,
+               steps: int) -> None:
+        """Add one step to the epoch's running statistics; a non-finite loss stops the run."""
+        running["generated"] = running.get("generated", 0) + generated
+        if not math.isfinite(loss):
+            raise InvTransferError(
+                f"non-finite training loss ({loss}) in step {step + 1}/{steps} of epoch {epoch + 1}/"
+                f"{self.cfg.optim.epochs}; the run stopped. The last good checkpoint is "
+                f"{self.path('checkpoint.pt')} (if one was written); try a smaller optim.lr.")
+        running["loss"] += loss * n
+        running["correct"] += correct
+        running["seen"] += n
+
+    @staticmethod
+    def _show(bar, running: dict, lr: float, t0: float) -> None:
+        if bar is not None:
+            el = running["time"] + time.time() - t0
+            bar.set_postfix(loss=f"{running['loss'] / running['seen']:.3f}",
+                            acc=f"{100 * running['correct'] / running['seen']:.1f}", lr=f"{lr:.3g}",
+                            **{"img/s": f"{running['seen'] / max(el, 1e-9):.0f}"})
+            bar.update(1)
+
+    def _stop_requested(self) -> bool:
+        """Whether to stop after this step: a signal here or, with several processes, in any of
+        them by this step's exchange (see :meth:`_train_step`), so that all stop in the same step."""
+        return self._agreed_stop if self.dist.enabled else self.signals.stop
+
+    def _stop(self, epoch: int, step: int, steps: int, running: dict, t0: float, bar) -> None:
+        """Save the state after ``step`` of ``epoch`` and end the run with :class:`TrainingInterrupted`."""
+        running["time"] += time.time() - t0
+        self._check_finite_weights(epoch, step, steps)
+        self.save_checkpoint(epoch, step, running)
+        self.dist.barrier()
+        if bar is not None:
+            bar.close()
+        raise self.interrupted(f"epoch {epoch} step {step}/{steps}", "checkpoint")
+
+    def _log_epoch(self, epoch: int, lr: float, running: dict, tb) -> None:
+        """The epoch's record in metrics.jsonl, the terminal and TensorBoard (process 0)."""
+        if not self.dist.is_main:
+            return
+        record = self._end_epoch(epoch, lr, running)
+        if tb is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and v is not None:
+                    tb.add_scalar(k, v, epoch)
+
+    def _checkpoint_after(self, epochs_done: int) -> None:
+        cfg = self.cfg
+        if epochs_done % cfg.checkpoint_every == 0 or epochs_done == cfg.optim.epochs \
+                or epochs_done in cfg.keep_checkpoints:
+            self.save_checkpoint(epochs_done, 0, {})
 
     def plan_batch(self, bidx: torch.Tensor, epoch: int, step: int,
                    bidx2: torch.Tensor | None = None) -> BatchPlan:
@@ -490,8 +506,7 @@ class ClassifierRun:
         x, y = self.materialize(plan, rows)
         if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
-                            enabled=self.amp_dtype is not None):
+        with autocast(self.device, self.amp_dtype):
             logits = self.train_model(x)
         loss = self.loss_fn(logits.float(), y, class_weight=weight)
         if self.dist.enabled:
@@ -505,19 +520,11 @@ class ClassifierRun:
         if not self.dist.enabled:
             loss_value, correct_value = torch.stack([loss.detach(), correct.to(loss.dtype)]).tolist()
             return loss_value, int(correct_value), plan.generated
-        signals = getattr(self, "_signals", None)
-        signum = float(signals.signum or 0) if signals is not None else 0.0
-        stats = torch.stack([loss.detach().double(), correct.double(), loss.new_tensor(signum, dtype=torch.float64)])
-        loss_sum, correct_sum, signum = self.dist.gather_stats(stats)
-        # Every process stops after this step if any got a signal by now (one arriving later is
-        # counted in the next step's exchange, so the processes never disagree).
-        self._agreed_stop = bool(signum)
-        if signum and signals is not None:
-            signals.signum = int(signum)
+        (loss_sum, correct_sum), self._agreed_stop = self.agree_on_stop(torch.stack([loss.detach().double(), correct.double()]))
         return loss_sum / self.dist.world_size, int(correct_sum), plan.generated
 
     def _progress(self, epoch: int, steps: int, start_step: int):
-        if self.cfg.quiet:
+        if self.cfg.quiet or not self.dist.is_main:
             return None
         from tqdm import tqdm
         return tqdm(total=steps, initial=start_step, desc=f"epoch {epoch + 1}/{self.cfg.optim.epochs}",
@@ -570,8 +577,7 @@ class ClassifierRun:
             if m["balanced_accuracy"] > self.best["balanced_accuracy"]:
                 self.best = {"epoch": epoch + 1, "balanced_accuracy": m["balanced_accuracy"]}
                 self.best_model = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        with open(self.path("metrics.jsonl"), "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+        append_log(self.path("metrics.jsonl"), record)
         msg = (f"epoch {epoch + 1}/{cfg.optim.epochs} loss {record['train_loss']:.4f} "
                f"acc {record['train_accuracy']:.2f} lr {lr:.3g} {record['images_per_s']:.0f} img/s")
         if "val_balanced_accuracy" in record:
@@ -579,26 +585,11 @@ class ClassifierRun:
         print(msg, file=sys.stderr if not cfg.quiet else sys.stdout, flush=True)
         return record
 
-    def _truncate_log(self, epoch: int) -> None:
-        """Drop log lines of epochs the resumed run will redo (written after the checkpoint)."""
-        path = self.path("metrics.jsonl")
-        if not os.path.isfile(path):
-            return
-        with open(path, "rb") as fh:
-            raw = fh.read()
-        kept = "".join(log_lines_upto(raw.decode("utf-8").splitlines(keepends=True), "epoch", epoch)).encode()
-        if raw != kept:  # nothing to drop: a resume that fails early leaves the file as it was
-            datasets.atomic_write_bytes(path, kept)
-
     def _tensorboard(self):
-        """A SummaryWriter on runs/<name>/tensorboard (tensorboard=true), else None."""
+        """A SummaryWriter on runs/<name>/tensorboard (tensorboard=true, process 0), else None."""
         return None if self._summary_writer is None else self._summary_writer(self.path("tensorboard"))
 
     # ----------------------------------------------------------------- the end
-    def _finish(self, wall_time: float) -> dict:
-        """Test evaluation and outputs, by process 0; every process returns its results."""
-        return self.dist.on_main(lambda: self._write_results(wall_time))
-
     def _write_results(self, wall_time: float) -> dict:
         cfg, ds = self.cfg, self.ds
         if cfg.select == "val" and self.best_model is not None:

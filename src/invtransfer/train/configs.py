@@ -83,7 +83,34 @@ class GitConfig:
 
 
 @dataclass
-class TrainConfig:
+class RunOptions:
+    """Where and how a training run runs; both job configs have these keys (at the top level).
+
+    Subclasses redeclare a key where their default differs (a redeclared key keeps its place).
+    """
+
+    device: str = option("auto", "auto picks cuda, then mps, then cpu", choices=("auto", "cpu", "cuda", "mps"))
+    amp: str = option("auto", "autocast: auto = bf16 on CUDA only", choices=("auto", "bf16", "off"))
+    channels_last: bool = option(True, "channels_last memory format of models and batches (faster on CPU and GPU)")
+    compile: bool = option(False, "torch.compile the model's computations")
+    out_dir: str = option("runs", "parent folder of run directories")
+    name: str | None = option(None, "run directory name under out_dir (default: made from the dataset, the "
+                                    "method, the seed and the launch time)")
+    resume: bool = option(False, "continue the run in out_dir/<name> from its checkpoint")
+    overwrite: bool = option(False, "delete an existing out_dir/<name> and start over")
+    checkpoint_every: int = option(5, "write a checkpoint every N epochs (and at the end)", ge=1)
+    quiet: bool = option(False, "log lines on stdout instead of progress bars")
+
+    def validate(self) -> None:
+        if self.resume and self.overwrite:
+            raise InvTransferError("config keys 'resume' and 'overwrite' cannot both be true.")
+        if self.resume and not self.name:
+            raise InvTransferError("config key 'resume=true' needs 'name' (the run directory under out_dir).")
+        check_run_name(self.name)
+
+
+@dataclass
+class TrainConfig(RunOptions):
     """One classifier training run."""
 
     data: DatasetConfig = field(default_factory=DatasetConfig)
@@ -102,25 +129,15 @@ class TrainConfig:
     eval_every: int = option(1, "validate every N epochs (and at the last)", ge=1)
     eval_batch_size: int = option(1024, "batch size of evaluation", ge=1)
     seed: int = option(0, "training seed (init, sampling, augmentation)", ge=0)
-    device: str = option("auto", "auto picks cuda, then mps, then cpu", choices=("auto", "cpu", "cuda", "mps"))
-    compile: bool = option(False, "torch.compile the model")
-    channels_last: bool = option(True, "channels_last memory format (faster on CPU and GPU)")
-    amp: str = option("auto", "autocast: auto = bf16 on CUDA only", choices=("auto", "bf16", "off"))
     sync_bn: bool = option(False, "multi-process runs: batch-norm statistics of the global batch rather than "
                                   "of each process's shard")
-    out_dir: str = option("runs", "parent folder of run directories")
-    name: str | None = option(None, "run directory name (default dataset__method__seed__time)")
     method: str | None = option(None, "method label in reports (default derived from loss/rule)")
-    resume: bool = option(False, "continue the run in runs/<name> from its checkpoint")
-    overwrite: bool = option(False, "delete an existing runs/<name> and start over")
-    checkpoint_every: int = option(5, "write a checkpoint every N epochs (and at the end)", ge=1)
     keep_checkpoints: list[int] = option(default_factory=list, help="also keep the checkpoint taken after each of "
                                          "these epochs, as checkpoint_eN.pt (a fork point for init_from)")
     init_from: str | None = option(None, "start from another run's checkpoint (file, or run directory for its "
                                          "checkpoint.pt) whose config differs from this one only in git.* keys "
                                          "and was taken no later than this run's first GIT epoch: the shared "
                                          "epochs are not trained twice, and the result equals a run from scratch")
-    quiet: bool = option(False, "one line per epoch instead of progress bars")
     tensorboard: bool = option(False, "opt-in: also write the per-epoch scalars of metrics.jsonl to "
                                       "runs/<name>/tensorboard/ (needs the tensorboard package; asking for it "
                                       "without the package is an error before the run directory is made)")
@@ -129,11 +146,7 @@ class TrainConfig:
         if self.switch_epoch is not None and self.switch_epoch >= self.optim.epochs:
             raise InvTransferError(f"config key 'switch_epoch' (E1={self.switch_epoch}) must be smaller than "
                                    f"optim.epochs={self.optim.epochs}.")
-        if self.resume and self.overwrite:
-            raise InvTransferError("config keys 'resume' and 'overwrite' cannot both be true.")
-        if self.resume and not self.name:
-            raise InvTransferError("config key 'resume=true' needs 'name' (the run directory under out_dir).")
-        check_run_name(self.name)
+        super().validate()
         if self.oracle and self.git.generator:
             raise InvTransferError("config keys 'oracle=true' and 'git.generator' exclude each other: the oracle "
                                    "is the control that replaces the generator by the true transform.")
@@ -210,7 +223,7 @@ class GeneratorArch(MunitArch):
 
 
 @dataclass
-class GeneratorTrainConfig:
+class GeneratorTrainConfig(RunOptions):
     """One MUNIT training run: the paper's values, except batch size 4 and lr 2e-4 (the paper: 1 and
     1e-4). At the same CPU time (one Fashion-MNIST-DIL-LT run per setting, one seed; RESULTS.md,
     "MUNIT batch size at equal time"), batch 4 with the learning rate scaled by sqrt(batch)
@@ -237,23 +250,6 @@ class GeneratorTrainConfig:
                                        ge=0)
     flip: bool = option(True, "random horizontal flip of both streams")
     seed: int = option(0, "training seed (init, sampling, flips, styles)", ge=0)
-    device: str = option("auto", "auto picks cuda, then mps, then cpu", choices=("auto", "cpu", "cuda", "mps"))
-    amp: str = option("auto", "autocast: auto = bf16 on CUDA only", choices=("auto", "bf16", "off"))
-    channels_last: bool = option(True, "channels_last memory format of models and batches (about 10% faster "
-                                       "for the paper architecture on CPU)")
-    compile: bool = option(False, "torch.compile the loss computations")
-    out_dir: str = option("runs", "parent folder of run directories")
-    name: str | None = option(None, "run directory name (default dataset__munit__s<seed>__time)")
-    resume: bool = option(False, "continue the run in out_dir/<name> from its state.pt")
-    overwrite: bool = option(False, "delete an existing out_dir/<name> and start over")
-    checkpoint_every: int = option(1000, "write state.pt every N iterations (and at the end)", ge=1)
+    checkpoint_every: int = option(1000, "write state.pt every N iterations (and at the end)", ge=1)  # RunOptions'
     sample_every: int = option(1000, "write samples_<iteration>.png every N iterations", ge=1)
     log_every: int = option(50, "append to metrics.jsonl every N iterations (and at the end)", ge=1)
-    quiet: bool = option(False, "log lines on stdout instead of a progress bar")
-
-    def validate(self) -> None:
-        if self.resume and self.overwrite:
-            raise InvTransferError("config keys 'resume' and 'overwrite' cannot both be true.")
-        if self.resume and not self.name:
-            raise InvTransferError("config key 'resume=true' needs 'name' (the run directory under out_dir).")
-        check_run_name(self.name)

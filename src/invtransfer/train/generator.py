@@ -62,9 +62,7 @@ Decisions where SPEC §4 is silent or asks for a choice:
 from __future__ import annotations
 
 import io
-import json
 import math
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -74,7 +72,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from invtransfer.config import dump_yaml, to_dict
+from invtransfer.config import to_dict
 from invtransfer.data import batches, datasets
 from invtransfer.data.datasets import LTDataset
 from invtransfer.errors import InvTransferError
@@ -87,27 +85,17 @@ from invtransfer.models.munit import (  # noqa: F401 (MunitArch re-exported)
     lsgan_g_loss,
 )
 from invtransfer.train import distributed
+from invtransfer.train.checkpoint import StopSignals, atomic_save, run_locked
 from invtransfer.train.configs import GeneratorArch, GeneratorTrainConfig  # noqa: F401 (re-exported)
-from invtransfer.fileio import prepare_run_dir
-from invtransfer.train.checkpoint import (
-    StopSignals,
-    TrainingInterrupted,
-    atomic_save,
-    check_resumable,
-    load_checkpoint,
-    log_lines_upto,
-    run_locked,
-)
 from invtransfer.train.inference import (  # noqa: F401 (re-exported: they lived here)
     NuisanceSampler,
     check_compatible,
-    load_classifier,
     load_generator,
-    predict_logits,
     to_pixels,
     to_unit_range,
 )
-from invtransfer.train.runtime import autocast_dtype, json_dump, resolve_device, versions
+from invtransfer.train.runtime import autocast, json_dump, versions
+from invtransfer.train.scaffold import TrainingRun, append_log, dataset_meta, require_training_images
 
 # Streams of batches.step_generator used by one iteration (distinct so they never correlate).
 STREAM_A, STREAM_B, STREAM_STYLE = 1, 2, 3
@@ -146,12 +134,6 @@ def stream_indices(weights: torch.Tensor, batch_size: int, seed: int, iteration:
 def _l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     # float32 whatever the autocast dtype; 2x = sum of the two streams' equal-size means.
     return 2.0 * F.l1_loss(a.float(), b.float())
-
-
-def _dataset_meta(ds: LTDataset) -> dict:
-    return {"name": ds.name, "fingerprint": ds.fingerprint, "class_names": ds.class_names,
-            "train_class_counts": ds.train_class_counts, "image_shape": list(ds.image_shape),
-            "nuisance": ds.nuisance, "config": ds.config}
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,8 +176,7 @@ def sample_grid(gen: MunitGenerator, images_uint8_nhwc: np.ndarray, styles: torc
     p = next(gen.parameters())
     x = to_unit_range(batches.to_device_images(images_uint8_nhwc, p.device))
     k, n = x.shape[0], styles.shape[0]
-    with torch.inference_mode(), torch.autocast(p.device.type, dtype=amp_dtype or torch.bfloat16,
-                                                enabled=amp_dtype is not None):
+    with torch.inference_mode(), autocast(p.device, amp_dtype):
         content, style = gen.encode(x)
         recon = gen.decode(content, style)
         decoded = gen.decode(content.repeat_interleave(n, 0), styles.to(p.device).repeat(k, 1))
@@ -235,50 +216,30 @@ def write_sample_grid(path: str, gen: MunitGenerator, ds: LTDataset, n_styles: i
 # Training
 
 
-class GeneratorRun:
+class GeneratorRun(TrainingRun):
     """State and outputs of one MUNIT training run; :meth:`run` does the work."""
 
-    def __init__(self, cfg: GeneratorTrainConfig):
-        self.cfg = cfg
-        # torchrun's variables (if any) decide the process group and this process's device.
-        self.dist, self.device = distributed.from_env(resolve_device(cfg.device))
-        try:
-            self.amp_dtype = autocast_dtype(cfg.amp, self.device)
-            # Process 0 builds (and caches) the dataset first; the others then read the cache.
-            built: dict = {}
-            self.dist.on_main(lambda: built.setdefault("ds", datasets.build_dataset(cfg.data)) and None)
-            self.ds: LTDataset = built["ds"] if self.dist.is_main else datasets.build_dataset(cfg.data)
-            self.arch = cfg.arch.resolve(self.ds.image_shape, self.ds.name)
-            n = len(self.ds.y_train)
-            if cfg.batch_size > n:
-                raise InvTransferError(f"config key 'batch_size'={cfg.batch_size} is larger than the "
-                                       f"{n} training images of dataset {self.ds.name!r}; use batch_size <= {n}.")
-            self.dist.check_batch_size(cfg.batch_size, "batch_size")
-            # Store the resolved dataset options and architecture so the run can be rebuilt exactly.
-            self.cfg_dict = to_dict(cfg)
-            self.cfg_dict["data"] = self.ds.config
-            self.cfg_dict["arch"] = to_dict(self.arch)
-            self.run_dir = self.dist.on_main(self._prepare_run_dir)
-        except BaseException:
-            self.dist.close()
-            raise
+    kind, checkpoint_file, command, log_key, resume_free = "generator", "state.pt", "train-generator", "iteration", \
+        _RESUME_FREE
 
-    # ----------------------------------------------------------------- run directory
-    def _prepare_run_dir(self) -> str:
-        cfg = self.cfg
-        name = cfg.name or "__".join([self.ds.name, "munit", f"s{cfg.seed}", time.strftime("%Y%m%d-%H%M%S")])
-        return prepare_run_dir(cfg.out_dir, name, cfg.resume, cfg.overwrite)
+    def _configure(self) -> None:
+        cfg, ds = self.cfg, self.ds
+        self.arch = cfg.arch.resolve(ds.image_shape, ds.name)
+        n = len(ds.y_train)
+        if cfg.batch_size > n:
+            raise InvTransferError(f"config key 'batch_size'={cfg.batch_size} is larger than the "
+                                   f"{n} training images of dataset {ds.name!r}; use batch_size <= {n}.")
+        self.dist.check_batch_size(cfg.batch_size, "batch_size")
+        # The resolved architecture, so that the run can be rebuilt exactly.
+        self.cfg_dict["arch"] = to_dict(self.arch)
 
-    def path(self, *parts: str) -> str:
-        return os.path.join(self.run_dir, *parts)
+    def default_name(self) -> str:
+        return "__".join([self.ds.name, "munit", f"s{self.cfg.seed}", time.strftime("%Y%m%d-%H%M%S")])
 
     # ----------------------------------------------------------------- set-up
     def _setup(self) -> None:
         cfg, ds = self.cfg, self.ds
-        counts = ds.train_class_counts
-        if min(counts) == 0:
-            empty = [ds.class_names[c] for c, n in enumerate(counts) if n == 0]
-            raise InvTransferError(f"dataset {ds.name!r} has classes without training images: {empty[:5]}.")
+        require_training_images(ds)
         torch.manual_seed(cfg.seed)
         self.gen = MunitGenerator(self.arch)
         self.disc = Discriminator(self.arch)
@@ -292,7 +253,7 @@ class GeneratorRun:
         self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
         self.x_train = batches.to_device_images(ds.x_train, self.device)
-        self.weights = example_weights(torch.from_numpy(ds.y_train), counts)
+        self.weights = example_weights(torch.from_numpy(ds.y_train), ds.train_class_counts)
         self.d_losses = torch.compile(self._d_losses) if cfg.compile else self._d_losses
         self.g_losses = torch.compile(self._g_losses) if cfg.compile else self._g_losses
 
@@ -320,8 +281,7 @@ class GeneratorRun:
         return x, torch.cat(idxs)
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
-                              enabled=self.amp_dtype is not None)
+        return autocast(self.device, self.amp_dtype)
 
     def _d_losses(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         with self._autocast():
@@ -389,122 +349,110 @@ class GeneratorRun:
                 "discriminator": self.disc.state_dict(), "opt_g": self.opt_g.state_dict(),
                 "opt_d": self.opt_d.state_dict(), "iteration": iteration,
                 "images_seen": iteration * self.cfg.batch_size, "running": running,
-                "dataset": _dataset_meta(self.ds), "wall_time_s": self.wall_time(),
-                "cpu_time_s": self.cpu_time(), "cpu_time_partial": self.cpu_partial}
-
-    def wall_time(self) -> float:
-        """Seconds this run has trained, over all its processes (resumes included)."""
-        return self.wall_before + time.time() - self.t_start
-
-    def cpu_time(self) -> float:
-        """CPU seconds (all threads) this run has trained, over all its processes (resumes included);
-        earlier processes whose state predates ``cpu_time_s`` count 0 (``self.cpu_partial``)."""
-        return self.cpu_before + time.process_time() - self.cpu_start
+                "dataset": dataset_meta(self.ds, config=self.ds.config), "wall_time_s": self.clock.wall(),
+                "cpu_time_s": self.clock.cpu(), "cpu_time_partial": self.clock.cpu_partial}
 
     def save_state(self, iteration: int, running: dict) -> None:
         if self.dist.is_main:  # the processes' states are identical; process 0 writes
             atomic_save(self._state(iteration, running), self.path("state.pt"))
 
     def _restore(self) -> tuple[int, dict]:
-        ck = load_checkpoint(self.path("state.pt"), "generator")
-        check_resumable(ck, self.path("state.pt"), GeneratorTrainConfig, self.cfg_dict, _RESUME_FREE, self.run_dir,
-                        self.ds.fingerprint)
+        ck = self.load_resumable()
         self.gen.load_state_dict(ck["generator"])
         self.disc.load_state_dict(ck["discriminator"])
         self.opt_g.load_state_dict(ck["opt_g"])
         self.opt_d.load_state_dict(ck["opt_d"])
-        self.wall_before = float(ck.get("wall_time_s", 0.0))  # time of the earlier processes
-        # A state from before cpu_time_s was recorded: those processes' CPU time is unknown.
-        self.cpu_before = float(ck.get("cpu_time_s", 0.0))
-        self.cpu_partial = "cpu_time_s" not in ck or bool(ck.get("cpu_time_partial", False))
+        self.clock.restore(ck)  # the earlier processes' time
         return int(ck["iteration"]), dict(ck["running"])
-
-    def _truncate_log(self, iteration: int) -> None:
-        """Drop log lines of iterations the resumed run will redo (written after state.pt)."""
-        path = self.path("metrics.jsonl")
-        if not os.path.isfile(path):
-            return
-        with open(path, encoding="utf-8") as fh:
-            lines = log_lines_upto(fh, "iteration", iteration)
-        datasets.atomic_write_bytes(path, "".join(lines).encode())
 
     # ----------------------------------------------------------------- the loop
     def run(self) -> dict:
         """Train (or resume) and write every output; returns the summary in ``summary.json``."""
         cfg = self.cfg
-        self.t_start, self.wall_before = time.time(), 0.0
-        self.cpu_start, self.cpu_before, self.cpu_partial = time.process_time(), 0.0, False
+        self.clock.start()
         self._setup()
-        iteration, running = 0, {}
-        main = self.dist.is_main
-        if cfg.resume:
-            iteration, running = self._restore()
-            if main:
-                self._truncate_log(iteration)
-        elif main:
-            datasets.atomic_write_bytes(self.path("config.yaml"), dump_yaml(self.cfg_dict).encode())
-        bar = None
-        if main and not cfg.quiet and iteration < cfg.iterations:
-            from tqdm import tqdm
-            bar = tqdm(total=cfg.iterations, initial=iteration, desc="munit", dynamic_ncols=True, file=sys.stderr)
+        iteration, running = self._start()
+        bar = self._progress(iteration)
         self.gen.train()
         self.disc.train()
-        with StopSignals() as signals:
+        with StopSignals() as self.signals:
             while iteration < cfg.iterations:
-                lr = learning_rate(cfg, iteration)
-                for opt in (self.opt_g, self.opt_d):
-                    for group in opt.param_groups:
-                        group["lr"] = lr
+                lr = self._set_learning_rate(iteration)
                 t0 = time.time()
                 terms = self.train_step(iteration)
-                values = torch.stack([terms[k].float() for k in terms])
-                if self.dist.enabled:  # the mean over processes; all stop when any process got a signal
-                    packed = torch.cat([values.double(), values.new_tensor([float(signals.signum or 0)],
-                                                                           dtype=torch.float64)])
-                    *sums, signum = self.dist.gather_stats(packed)
-                    values = torch.tensor(sums, dtype=torch.float64) / self.dist.world_size
-                    if signum:
-                        signals.signum = int(signum)
-                    stop = bool(signum)  # agreed: a signal arriving after the exchange counts next time
-                else:
-                    stop = signals.stop
-                values = values.cpu()  # one sync per iteration
-                if not bool(torch.isfinite(values).all()):
-                    bad = [k for k, v in zip(terms, values.tolist()) if not math.isfinite(v)]
-                    raise InvTransferError(
-                        f"non-finite loss ({', '.join(bad)}) at iteration {iteration}; the run stopped. The last "
-                        f"good state is {self.path('state.pt')} (if one was written); try a smaller lr.")
-                for k, v in zip(terms, values.tolist()):
-                    running[k] = running.get(k, 0.0) + v
-                running["n"] = running.get("n", 0) + 1
-                running["time"] = running.get("time", 0.0) + time.time() - t0
+                values, stop = self._reduce(terms)
+                self._count(running, terms, values, iteration, t0)
                 iteration += 1
                 if bar is not None:
                     bar.update(1)
                 if iteration % cfg.log_every == 0 or iteration == cfg.iterations:
-                    if main:
+                    if self.dist.is_main:
                         self._log(iteration, lr, running, bar)
                     running = {}
-                if main and iteration % cfg.sample_every == 0:
+                if self.dist.is_main and iteration % cfg.sample_every == 0:
                     write_sample_grid(self.path(f"samples_{iteration:07d}.png"), self.gen, self.ds, seed=cfg.seed,
                                       amp_dtype=self.amp_dtype)
                 saved = iteration % cfg.checkpoint_every == 0 or iteration == cfg.iterations
-                if saved:
+                if saved or stop:
                     self.save_state(iteration, running)
                 if stop:
-                    if not saved:
-                        self.save_state(iteration, running)
-                    self.dist.barrier()
-                    if bar is not None:
-                        bar.close()
-                    raise TrainingInterrupted(
-                        f"stopped by signal {signals.signum} at iteration {iteration}/{cfg.iterations}; state saved "
-                        f"to {self.path('state.pt')}. Continue with: invtransfer train-generator "
-                        f"{self.path('config.yaml')} name={os.path.basename(self.run_dir)} out_dir={cfg.out_dir} "
-                        f"resume=true", signals.signum)
+                    self._stop(iteration, bar)
         if bar is not None:
             bar.close()
-        return self._finish(iteration, self.wall_time(), self.cpu_time())
+        return self.finish(lambda: self._write_outputs(iteration, self.clock.wall(), self.clock.cpu()))
+
+    def _start(self) -> tuple[int, dict]:
+        """Iteration and running statistics to start from: the state's when resuming, else the
+        beginning (a new run also writes config.yaml)."""
+        if self.cfg.resume:
+            iteration, running = self._restore()
+            self.truncate_log(iteration)
+            return iteration, running
+        self.write_config()
+        return 0, {}
+
+    def _progress(self, iteration: int):
+        cfg = self.cfg
+        if not self.dist.is_main or cfg.quiet or iteration >= cfg.iterations:
+            return None
+        from tqdm import tqdm
+        return tqdm(total=cfg.iterations, initial=iteration, desc="munit", dynamic_ncols=True, file=sys.stderr)
+
+    def _set_learning_rate(self, iteration: int) -> float:
+        lr = learning_rate(self.cfg, iteration)
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        return lr
+
+    def _reduce(self, terms: dict[str, torch.Tensor]) -> tuple[torch.Tensor, bool]:
+        """The loss terms as host floats (means over processes), and whether to stop after this
+        iteration (a signal here or, with several processes, in any of them)."""
+        values = torch.stack([terms[k].float() for k in terms])
+        stop = self.signals.stop
+        if self.dist.enabled:
+            sums, stop = self.agree_on_stop(values)
+            values = torch.tensor(sums, dtype=torch.float64) / self.dist.world_size
+        return values.cpu(), stop  # one sync per iteration
+
+    def _count(self, running: dict, terms: dict, values: torch.Tensor, iteration: int, t0: float) -> None:
+        """Add one iteration to the running statistics; a non-finite loss stops the run."""
+        if not bool(torch.isfinite(values).all()):
+            bad = [k for k, v in zip(terms, values.tolist()) if not math.isfinite(v)]
+            raise InvTransferError(
+                f"non-finite loss ({', '.join(bad)}) at iteration {iteration}; the run stopped. The last "
+                f"good state is {self.path('state.pt')} (if one was written); try a smaller lr.")
+        for k, v in zip(terms, values.tolist()):
+            running[k] = running.get(k, 0.0) + v
+        running["n"] = running.get("n", 0) + 1
+        running["time"] = running.get("time", 0.0) + time.time() - t0
+
+    def _stop(self, iteration: int, bar) -> None:
+        """End the run, whose state after ``iteration`` was saved, with :class:`TrainingInterrupted`."""
+        self.dist.barrier()
+        if bar is not None:
+            bar.close()
+        raise self.interrupted(f"iteration {iteration}/{self.cfg.iterations}", "state")
 
     def _log(self, iteration: int, lr: float, running: dict, bar) -> None:
         n = max(running.get("n", 0), 1)
@@ -513,8 +461,7 @@ class GeneratorRun:
                                   **{k: running[k] / n for k in LOSS_KEYS if k in running},
                                   "iterations_per_s": its, "images_per_s": its * self.cfg.batch_size,
                                   "images_seen": iteration * self.cfg.batch_size}
-        with open(self.path("metrics.jsonl"), "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+        append_log(self.path("metrics.jsonl"), record)
         if bar is not None:
             bar.set_postfix(d=f"{record['loss_d']:.3f}", g=f"{record['loss_g']:.3f}",
                             x=f"{record['loss_recon_x']:.3f}", ips=f"{record['images_per_s']:.0f}")
@@ -524,20 +471,16 @@ class GeneratorRun:
                   f"recon_s {record['loss_recon_s']:.4f} recon_c {record['loss_recon_c']:.4f} lr {lr:.3g} "
                   f"{record['images_per_s']:.1f} img/s", flush=True)
 
-    def _finish(self, iteration: int, wall_time: float, cpu_time: float) -> dict:
-        """Outputs, by process 0; every process returns the summary."""
-        return self.dist.on_main(lambda: self._write_outputs(iteration, wall_time, cpu_time))
-
     def _write_outputs(self, iteration: int, wall_time: float, cpu_time: float) -> dict:
         cfg = self.cfg
         atomic_save({"format": "invtransfer/generator", "state": "weights", "config": self.cfg_dict,
                      "arch": to_dict(self.arch), "generator": self.gen.state_dict(),
-                     "dataset": _dataset_meta(self.ds), "iteration": iteration,
+                     "dataset": dataset_meta(self.ds, config=self.ds.config), "iteration": iteration,
                      "images_seen": iteration * cfg.batch_size}, self.path("generator.pt"))
         write_sample_grid(self.path("samples_final.png"), self.gen, self.ds, seed=cfg.seed, amp_dtype=self.amp_dtype)
         summary = {"dataset": self.ds.name, "seed": cfg.seed, "iterations": iteration,
                    "images_seen": iteration * cfg.batch_size, "batch_size": cfg.batch_size,
-                   "wall_time_s": wall_time, "cpu_time_s": cpu_time, "cpu_time_partial": self.cpu_partial,
+                   "wall_time_s": wall_time, "cpu_time_s": cpu_time, "cpu_time_partial": self.clock.cpu_partial,
                    "device": str(self.device), "versions": versions(),
                    "dataset_fingerprint": self.ds.fingerprint, "run_dir": self.run_dir}
         json_dump(self.path("summary.json"), summary)

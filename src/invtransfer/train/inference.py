@@ -31,7 +31,7 @@ from invtransfer.models.munit import MunitArch, MunitGenerator
 from invtransfer.models.resnet_cifar import build_model
 from invtransfer.train.checkpoint import load_checkpoint
 from invtransfer.train.configs import TrainConfig
-from invtransfer.train.runtime import autocast_dtype, resolve_device, without_out_of_memory
+from invtransfer.train.runtime import autocast, autocast_dtype, resolve_device, without_out_of_memory
 
 # --------------------------------------------------------------------------------------------
 # Classifiers
@@ -49,7 +49,7 @@ def predict_logits(model: torch.nn.Module, images_uint8: torch.Tensor, normalize
         x = normalizer(images_uint8[i:i + batch_size])
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(x.device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+        with autocast(x.device, amp_dtype):
             out.append(model(x).float())
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)
@@ -236,8 +236,7 @@ class NuisanceSampler:
             for i in range(0, x_normalised.shape[0], self.chunk_size):
                 x = x_normalised[i:i + self.chunk_size].to(self.device, torch.float32)
                 x = (x * s + m) * 2.0 - 1.0
-                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
-                                    enabled=self.amp_dtype is not None):
+                with autocast(self.device, self.amp_dtype):
                     y = self.gen.decode(self.gen.content_encoder(x), styles[i:i + self.chunk_size])
                 outs.append(((y.float() + 1.0) / 2.0 - m) / s)
         out = torch.cat(outs) if outs else x_normalised.new_empty((0, *want), dtype=torch.float32)
