@@ -33,6 +33,16 @@ from invtransfer.train.checkpoint import load_checkpoint
 from invtransfer.train.configs import TrainConfig
 from invtransfer.train.runtime import autocast, autocast_dtype, resolve_device, without_out_of_memory
 
+# The files of a run directory that hold a trained model, the preferred one first.
+CLASSIFIER_FILES = ("model.pt", "checkpoint.pt")
+GENERATOR_FILES = ("generator.pt", "state.pt")
+
+
+def _first_file(folder: str, names: tuple[str, ...]) -> str | None:
+    """The first of ``names`` that is a file in ``folder``, or None."""
+    return next((os.path.join(folder, f) for f in names if os.path.isfile(os.path.join(folder, f))), None)
+
+
 # --------------------------------------------------------------------------------------------
 # Classifiers
 
@@ -80,13 +90,11 @@ def load_classifier(path: str, device: str | torch.device = "cpu") -> tuple[torc
     meta with the normaliser, selected weights).
     """
     if os.path.isdir(path):
-        for fname in ("model.pt", "checkpoint.pt"):
-            if os.path.isfile(os.path.join(path, fname)):
-                path = os.path.join(path, fname)
-                break
-        else:
+        found = _first_file(path, CLASSIFIER_FILES)
+        if found is None:
             raise InvTransferError(f"{path} holds neither model.pt nor checkpoint.pt; expected a classifier "
                                    f"run directory or checkpoint file.")
+        path = found
     ck = load_checkpoint(path, "classifier")
     try:
         cfg = from_dict(TrainConfig, ck["config"])
@@ -149,15 +157,13 @@ def load_generator(path: str, device: str | torch.device = "cpu") -> tuple[Munit
     """
     path = os.fspath(path)
     if os.path.isdir(path):
-        for fname in ("generator.pt", "state.pt"):
-            if os.path.isfile(os.path.join(path, fname)):
-                path = os.path.join(path, fname)
-                break
-        else:
-            other = [f for f in ("model.pt", "checkpoint.pt") if os.path.isfile(os.path.join(path, f))]
-            what = f" (it holds {other[0]}: a classifier run directory?)" if other else ""
+        found = _first_file(path, GENERATOR_FILES)
+        if found is None:
+            other = _first_file(path, CLASSIFIER_FILES)
+            what = f" (it holds {os.path.basename(other)}: a classifier run directory?)" if other else ""
             raise InvTransferError(f"{path} holds neither generator.pt nor state.pt{what}; expected a generator run "
                                    f"directory (from invtransfer train-generator) or its checkpoint file.")
+        path = found
     ck = load_checkpoint(path, "generator")
     try:
         arch = from_dict(MunitArch, ck["arch"])
