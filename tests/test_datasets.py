@@ -138,6 +138,15 @@ def test_npz_file_implies_the_npz_source(tmp_path, tiny_npz):
     assert ds.sources == [str(tmp_path / "roots" / "mine.npz")]
 
 
+@pytest.mark.parametrize("name", sorted(datasets.PRESETS))
+@pytest.mark.parametrize("extra", [{}, {"source": "npz", "npz_file": "x.npz"}, {"npz_file": "x.npz"},
+                                   {"source": "gtsrb"}, {"allow_cycling": True}])
+def test_resolving_twice_changes_nothing(name, extra):
+    """`data` resolves once to print and build_dataset again: a resolved config must resolve to itself."""
+    once = datasets.resolve(datasets.DatasetConfig(name=name, **extra))
+    assert datasets.resolve(once) == once
+
+
 def test_repeated_images_are_an_explicit_choice_and_reported(tiny_npz, capsys):
     """A K49-style preset repeats images of a short class (allow_cycling) on its own data; on other
     data that must be asked for, and the repeats are reported in the info, its JSON and warnings."""

@@ -194,9 +194,10 @@ def resolve(cfg: DatasetConfig) -> DatasetConfig:
     values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
     if values["npz_file"] is not None:
         # npz_file names the data to read; it must never be dropped in favour of the preset's own.
+        # (The preset's own npz_file is allowed beside another source: resolving twice fills it.)
         if values["source"] is None:
             values["source"] = "npz"
-        elif values["source"] != "npz":
+        elif values["source"] != "npz" and values["npz_file"] != preset.get("npz_file"):
             raise InvTransferError(f"dataset options npz_file={values['npz_file']!r} and source={values['source']!r} "
                                    f"contradict each other: npz_file is the data of source=npz. Drop source= to "
                                    f"read the npz file, or drop npz_file to read {values['source']}.")
