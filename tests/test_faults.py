@@ -531,7 +531,7 @@ def _tiny_cifar_with_official_counts(t, monkeypatch):
     parts = [(rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8), np.arange(10)) for _ in range(5)]
     test = (rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8), np.arange(5))
     write_cifar10_bin(t, parts, test)
-    records = formats._CIFAR_SPECS["cifar10"].records
+    records = formats.cifar.SPECS["cifar10"].records
     for name, (x, _) in zip([f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"], parts + [test]):
         monkeypatch.setitem(records, name, len(x))
     return t / "cifar-10-batches-bin"
@@ -1234,7 +1234,7 @@ def test_fuzz_gtsrb_csv(fuzz_dir, data):
     path = fuzz_dir / "GT-00000.csv"
     path.write_bytes(data)
     try:
-        rows = formats._read_gt_csv(str(path))
+        rows = formats.gtsrb.read_gt_csv(str(path))
     except InvTransferError:
         return
     assert rows and all(isinstance(r[0], str) and all(isinstance(v, int) for v in r[1:]) for r in rows)

@@ -252,7 +252,7 @@ def test_cifar_batches_cut_at_a_record_boundary_are_not_official(tmp_path, monke
     parts, test = cifar_data()
     write_cifar10_bin(tmp_path, parts, test)
     write_cifar10_py(tmp_path / "py", parts, test)
-    records = formats._CIFAR_SPECS["cifar10"].records
+    records = formats.cifar.SPECS["cifar10"].records
     for name, n in zip([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], [3, 2, 2, 2, 3, 5]):
         monkeypatch.setitem(records, name, n)
         monkeypatch.setitem(records, name + ".bin", n)
@@ -634,7 +634,7 @@ def test_checksum_warning_strict_match_and_hashing_once(tmp_path, monkeypatch):
     write_idx_folder(tmp_path / "fashion-mnist")
     calls = []
     real = formats.file_digest
-    monkeypatch.setattr(formats, "file_digest", lambda p, a="md5": calls.append((p, a)) or
+    monkeypatch.setattr(formats.common, "file_digest", lambda p, a="md5": calls.append((p, a)) or
                         real(p, a))
     ds = load_source("fashion-mnist", str(tmp_path))
     assert len(ds.warnings) == 4

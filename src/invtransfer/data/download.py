@@ -1,9 +1,9 @@
 """Download the official dataset files into a data root, verified against known checksums.
 
-This module owns fetching: the official URLs of each downloadable dataset, the on-disk folder
-they go to (chosen so :func:`invtransfer.data.formats.load_source` finds them), atomic
-verified writes and the Tiny ImageNet unzip. Checksums come from
-:data:`invtransfer.data.formats.KNOWN_DIGESTS`. Only ``urllib`` is used.
+This module owns fetching: atomic verified writes and the Tiny ImageNet unzip. What to fetch (the
+official URLs of each downloadable dataset and the folder they go to, chosen so
+:func:`invtransfer.data.formats.load_source` finds them) and the checksums come from each source's
+record (:data:`invtransfer.data.formats.REGISTRY`). Only ``urllib`` is used.
 """
 
 from __future__ import annotations
@@ -25,24 +25,10 @@ from invtransfer.fileio import open_mode
 
 __all__ = ["DOWNLOADABLE", "OFFICIAL", "download"]
 
-_IDX = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
-
-# name -> (folder under the data root, official base URL, file names). The MNIST host
-# (yann.lecun.com) is often down, so its files come from PyTorch's S3 mirror (same md5s).
+# name -> (folder under the data root, official base URL, file names), from the sources' records
+# (:data:`invtransfer.data.formats.REGISTRY`).
 OFFICIAL: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "fashion-mnist": ("fashion-mnist", "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com",
-                      _IDX),
-    "mnist": ("mnist", "https://ossci-datasets.s3.amazonaws.com/mnist", _IDX),
-    "kmnist": ("kmnist", "https://codh.rois.ac.jp/kmnist/dataset/kmnist", _IDX),
-    "k49": ("k49", "https://codh.rois.ac.jp/kmnist/dataset/k49",
-            ("k49-train-imgs.npz", "k49-train-labels.npz", "k49-test-imgs.npz",
-             "k49-test-labels.npz")),
-    "cifar10": ("cifar10", "https://www.cs.toronto.edu/~kriz", ("cifar-10-python.tar.gz",)),
-    "cifar100": ("cifar100", "https://www.cs.toronto.edu/~kriz", ("cifar-100-python.tar.gz",)),
-    # The zip unpacks to tiny-imagenet-200/, so it goes straight into the data root.
-    "tinyimagenet": ("", "http://cs231n.stanford.edu", ("tiny-imagenet-200.zip",)),
-}
+    name: (s.download.folder, s.download.url, s.download.files) for name, s in formats.REGISTRY.items() if s.download}
 
 DOWNLOADABLE = tuple(OFFICIAL)
 
