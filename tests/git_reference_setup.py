@@ -11,7 +11,6 @@ from conftest import make_images, tiny_data_overrides
 from invtransfer.config import from_dict, to_dict
 from invtransfer.data import datasets
 from invtransfer.models.munit import MunitArch, MunitGenerator
-from invtransfer.train import classifier
 from invtransfer.train.checkpoint import atomic_save
 
 
@@ -39,7 +38,9 @@ def write_generator(path, data: dict | None = None, channels: int = 1, size: int
     return str(path)
 
 
-def reference_config(tmp, **top) -> classifier.TrainConfig:
+def reference_config(tmp, **top):
+    from invtransfer.train import classifier
+
     npz = write_npz16(os.path.join(tmp, "tiny16.npz"))
     data = tiny_data_overrides(npz)
     d = {"data": data, "model": "resnet20", "augment": "crop_flip", "crop_padding": 2, "rule": "drs",
@@ -51,6 +52,8 @@ def reference_config(tmp, **top) -> classifier.TrainConfig:
     return from_dict(classifier.TrainConfig, d)
 
 
-def reference_run(tmp, **top) -> tuple[classifier.ClassifierRun, int]:
-    """The run (not set up) and its first GIT epoch."""
+def reference_run(tmp, **top):
+    """The run (a ClassifierRun, not set up) and its first GIT epoch."""
+    from invtransfer.train import classifier
+
     return classifier.ClassifierRun(reference_config(tmp, **top)), 2

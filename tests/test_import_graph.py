@@ -5,8 +5,10 @@ Layers, lowest first; a module may import its own layer and those below, never t
     base      errors, config, fileio, plots (and the package itself)
     data      datasets, formats, readers, nuisances, batches
     models    networks; metrics.accuracy (pure scores of predictions, which training selects weights by)
-    train     configs, runtime, checkpoint, losses, distributed, inference, the two training loops
-    metrics   invariance and generator quality of trained runs (they load them through train.inference)
+    train     configs, runtime, checkpoint, losses, distributed, inference, the two training loops;
+              git (the public GIT mixer, which the classifier loop calls)
+    metrics   invariance and generator quality of trained runs (they load them through train.inference);
+              invariance (the public eKLD, on top of metrics.invariance)
     report    report, demo
     cli       cli, __main__
 
@@ -29,8 +31,8 @@ LAYERS = {
     "invtransfer.plots": 0,
     "invtransfer.data": 1,
     "invtransfer.models": 2, "invtransfer.metrics.accuracy": 2,
-    "invtransfer.train": 3,
-    "invtransfer.metrics": 4,
+    "invtransfer.train": 3, "invtransfer.git": 3,
+    "invtransfer.metrics": 4, "invtransfer.invariance": 4,
     "invtransfer.report": 5, "invtransfer.demo": 5,
     "invtransfer.cli": 6, "invtransfer.__main__": 6,
 }
