@@ -15,7 +15,7 @@ import zlib
 import numpy as np
 
 from invtransfer.data.formats.common import (
-    Download, Options, RawDataset, Source, _check_counts, _check_labels, _Context, _finish, _read_bytes)
+    Download, RawDataset, Source, _check_counts, _check_labels, _Context, _finish, _read_bytes)
 from invtransfer.errors import InvTransferError, suggest
 
 FASHION_MNIST_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
