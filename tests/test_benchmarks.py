@@ -38,7 +38,8 @@ COMMANDS = {  # script -> its arguments (a function of tmp_path where it needs d
     "git_overhead.py": lambda tmp: ["--steps", "1", "--repeats", "1", "--json", *CIFAR_TINY],
     "ekld_throughput.py": lambda tmp: ["--classes", "2", "--images-per-class", "1", "--draws", "1", "--repeats", "1",
                                        "--json"],
-    "memory_epochs.py": lambda tmp: ["--epochs", "2", "--baseline-epoch", "1", "--tolerance-mib", "1e9", "--json"],
+    # the default tolerance (2 MiB) from epoch 2, after the first epoch's warm-up
+    "memory_epochs.py": lambda tmp: ["--epochs", "3", "--baseline-epoch", "2", "--json"],
 }
 
 
@@ -106,8 +107,8 @@ def test_benchmark_script_runs_and_reports(script, tmp_path):
     else:  # memory_epochs.py: an indented JSON document ends its output
         lines = out.splitlines()
         d = json.loads("\n".join(lines[lines.index("{"):]))
-        assert d["epochs"] == 2 and [r["epoch"] for r in d["per_epoch"]] == [1, 2] and d["ok"] is True
-        assert math.isfinite(d["growth_mib"]) and all(r["rss_mib"] > 0 for r in d["per_epoch"])
+        assert d["epochs"] == 3 and [r["epoch"] for r in d["per_epoch"]] == [1, 2, 3] and d["ok"] is True
+        assert d["tolerance_mib"] == 2.0 and d["growth_mib"] <= 2.0 and all(r["rss_mib"] > 0 for r in d["per_epoch"])
 
 
 def test_git_overhead_fails_when_the_generator_sees_other_rows_than_planned():
@@ -132,3 +133,25 @@ def test_git_overhead_fails_when_the_generator_sees_other_rows_than_planned():
     assert "error: the GIT steps of small put a number of rows through the generator other than" in proc.stderr
     rows = last_json(proc.stdout)["generators"]["small"]["generated_rows"]
     assert rows == {"planned": 16, "encoded": 18, "decoded": 18, "match": False}
+
+
+def test_memory_check_fails_when_training_leaks():
+    """The memory benchmark's check is live: training that keeps 8 MiB more every epoch (written,
+    so resident) makes it exit with status 1 and say the memory grows."""
+    script = os.path.join(BENCH, "memory_epochs.py")
+    leaky = (
+        "import runpy, sys\n"
+        "from invtransfer.train import classifier\n"
+        "kept = []\n"
+        "real = classifier.ClassifierRun._end_epoch\n"
+        "def leaky(self, epoch, lr, running):\n"
+        "    kept.append(b'x' * (8 << 20))\n"
+        "    return real(self, epoch, lr, running)\n"
+        "classifier.ClassifierRun._end_epoch = leaky\n"
+        "sys.argv = sys.argv[1:]  # [script, arguments...]\n"
+        f"runpy.run_path({script!r}, run_name='__main__')\n")
+    proc = run_script("memory_epochs.py", ["--epochs", "3", "--baseline-epoch", "2", "--json"], prefix=("-c", leaky),
+                      expect_rc=1)
+    lines = proc.stdout.splitlines()
+    d = json.loads("\n".join(lines[lines.index("{"):]))
+    assert d["ok"] is False and d["growth_mib"] >= 7.5, d["growth_mib"]
