@@ -28,13 +28,16 @@ def write_generator(path, data: dict | None = None, channels: int = 1, size: int
     torch.manual_seed(0)
     gen = MunitGenerator(arch)
     meta: dict = {"image_shape": [channels, size, size]}
+    config = None  # a trained generator.pt holds its training config, whose data is the resolved dataset
     if data is not None:
         ds = datasets.build_dataset(from_dict(datasets.DatasetConfig, data))
         meta = {"name": ds.name, "fingerprint": ds.fingerprint, "nuisance": ds.nuisance, "config": ds.config,
                 "image_shape": list(ds.image_shape), "class_names": ds.class_names,
                 "train_class_counts": ds.train_class_counts}
+        config = {"data": ds.config}
     atomic_save({"format": "invtransfer/generator", "state": "weights", "arch": to_dict(arch),
-                 "generator": gen.state_dict(), "dataset": meta, "iteration": 7, "images_seen": 28}, str(path))
+                 "generator": gen.state_dict(), "dataset": meta, "config": config, "iteration": 7, "images_seen": 28},
+                str(path))
     return str(path)
 
 

@@ -214,3 +214,27 @@ def test_mixer_bad_input(tmp_path):
         mixer(x, y, x[:8], y[:8], epoch=0, step=0)
     with pytest.raises(InvTransferError, match="float"):
         mixer((x * 255).to(torch.uint8), y, x, y, epoch=0, step=0)
+
+
+def test_generator_refuses_another_dataset_unless_allowed(tmp_path):
+    from conftest import tiny_data_overrides
+    from git_reference_setup import write_npz16
+
+    data = tiny_data_overrides(write_npz16(tmp_path / "d.npz"))
+    gen = load_generator(write_generator(tmp_path / "g.pt", data))
+    fp = gen.meta["fingerprint"]
+    kw = dict(what="dataset 'x'", override="git.allow_other_dataset=true")
+    gen.check_dataset("fmnist-dil-lt", fp, nuisance="dil", instance=0, **kw)  # its own: accepted
+    with pytest.raises(InvTransferError, match=r"trained on dataset 'fmnist-dil-lt'.*instance 0 vs 2.*"
+                                               r"data\.instance=2.*git\.allow_other_dataset=true"):
+        gen.check_dataset("fmnist-dil-lt", "0" * 16, nuisance="dil", instance=2, **kw)
+    with pytest.raises(InvTransferError, match=r"dataset 'fmnist-dil-lt' vs 'fmnist-bg-lt'; nuisance 'dil' vs 'bg'"):
+        gen.check_dataset("fmnist-bg-lt", "0" * 16, nuisance="bg", instance=0, **kw)
+    with pytest.raises(InvTransferError, match="other dataset options or source files"):
+        gen.check_dataset("fmnist-dil-lt", "0" * 16, nuisance="dil", instance=0, **kw)
+    gen.check_dataset("fmnist-bg-lt", "0" * 16, allow_other_dataset=True, **kw)  # deliberate transfer
+    anonymous = load_generator(write_generator(tmp_path / "a.pt"))
+    with pytest.raises(InvTransferError, match="does not record the dataset it was trained on"):
+        anonymous.check_dataset("fmnist-dil-lt", fp, **kw)
+    prov = gen.provenance()
+    assert prov["dataset_fingerprint"] == fp and prov["path"] == str(tmp_path / "g.pt") and prov["instance"] == 0

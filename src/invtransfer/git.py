@@ -108,7 +108,7 @@ class FrozenGenerator(NuisanceSampler):
         m = self.meta
         return {"path": os.path.abspath(m["path"]) if m.get("path") else None, "dataset": m.get("name"),
                 "dataset_fingerprint": m.get("fingerprint"), "nuisance": m.get("nuisance"),
-                "instance": (m.get("config") or {}).get("instance"), "iteration": m.get("iteration"),
+                "instance": _instance(m), "iteration": m.get("iteration"),
                 "images_seen": m.get("images_seen")}
 
     def check_dataset(self, name: str, fingerprint: str, *, what: str, override: str,
@@ -129,7 +129,7 @@ class FrozenGenerator(NuisanceSampler):
                 f"Use a generator.pt written by invtransfer train-generator, or pass {override} to use it anyway.")
         if m["fingerprint"] == fingerprint:
             return
-        theirs = {"dataset": m.get("name"), "instance": (m.get("config") or {}).get("instance"),
+        theirs = {"dataset": m.get("name"), "instance": _instance(m),
                   "nuisance": m.get("nuisance")}
         mine = {"dataset": name, "instance": instance, "nuisance": nuisance}
         differ = [f"{k} {theirs[k]!r} vs {mine[k]!r}" for k in theirs
@@ -142,6 +142,12 @@ class FrozenGenerator(NuisanceSampler):
             f"training set it saw; train one on this dataset (invtransfer train-generator ... data.name={name}"
             f"{f' data.instance={instance}' if instance is not None else ''}), or pass {override} for a "
             f"deliberate transfer.")
+
+
+def _instance(meta: dict) -> int | None:
+    """The dataset instance a generator was trained on: its training config's data.instance."""
+    data = (meta.get("config") or {}).get("data") or {}
+    return data.get("instance") if isinstance(data, dict) else None
 
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu", *, chunk_size: int = 1024,
