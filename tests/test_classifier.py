@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from conftest import tiny_data_overrides
-from invtransfer import cli
 from invtransfer.config import from_dict
 from invtransfer.errors import InvTransferError
 from invtransfer.train import classifier, losses
@@ -153,26 +152,6 @@ def test_oracle_needs_a_nuisance(tiny_npz, tmp_path):
     cfg = tiny_cfg(tiny_npz, tmp_path, oracle=True, data={**tiny_data_overrides(tiny_npz), "nuisance": "none"})
     with pytest.raises(InvTransferError, match="oracle=true. needs a dataset with a synthetic nuisance"):
         classifier.train(cfg)
-
-
-def test_cli_errors_are_one_paragraph(tiny_npz, tmp_path, capsys):
-    assert cli.main(["train", "optim.epochs=5", "optim.decay1_epoch=9"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and "Traceback" not in err and "decay1_epoch" in err
-    bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"PK\x03\x04 truncated")
-    assert cli.main(["evaluate", str(bad)]) == 2
-    assert "truncated or not a PyTorch checkpoint" in capsys.readouterr().err
-    foreign = tmp_path / "foreign.pt"
-    torch.save({"weights": torch.zeros(2)}, foreign)
-    assert cli.main(["evaluate", str(foreign)]) == 2
-    assert "not an invtransfer checkpoint" in capsys.readouterr().err
-
-
-def test_print_config_shows_resolved_values(capsys):
-    assert cli.main(["train", "configs/fmnist_lt/ce_drs.yaml", "--print-config"]) == 0
-    out = capsys.readouterr().out
-    assert "rule: drs" in out and "epochs: 50" in out and "decay1_epoch: 30" in out
 
 
 def test_resume_accepts_options_added_since_the_run_started(tiny_npz, tmp_path):

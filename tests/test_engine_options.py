@@ -1,6 +1,6 @@
-"""Options and failure paths of the classifier engine: out of memory, non-finite values, signals
-through the CLI, the checkpoint schedule, the oracle control, progress output, TensorBoard,
-``invtransfer evaluate``, devices, autocast, torch.compile and model selection.
+"""Options and failure paths of the classifier engine: out of memory, non-finite values, the
+checkpoint schedule, the oracle control, progress output, TensorBoard, devices, autocast,
+torch.compile and model selection (the CLI's own output: test_cli.py).
 
 Every case trains on the tiny generated data of ``conftest.py`` (seconds per run). CLI cases run
 in-process through ``invtransfer.cli.main``, as tests/test_faults.py does.
@@ -9,7 +9,6 @@ in-process through ``invtransfer.cli.main``, as tests/test_faults.py does.
 import json
 import os
 import re
-import signal
 import sys
 import types
 
@@ -199,28 +198,7 @@ def test_non_finite_weights_after_a_finite_loss_are_never_saved(tiny_npz, tmp_pa
     assert not (run / "results.json").exists() and not (run / "model.pt").exists()
 
 
-# ----------------------------------------------------------------------------- signals, checkpoints
-
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_cli_exit_status_after_a_signal(tiny_npz, tmp_path, capsys, monkeypatch, signum):
-    real_step = classifier.ClassifierRun._train_step
-    calls = {"n": 0}
-
-    def step_then_signal(self, *a, **k):
-        out = real_step(self, *a, **k)
-        calls["n"] += 1
-        if calls["n"] == STEPS_PER_EPOCH + 2:
-            os.kill(os.getpid(), signum)
-        return out
-
-    monkeypatch.setattr(classifier.ClassifierRun, "_train_step", step_then_signal)
-    assert cli.main(train_argv(tiny_npz, tmp_path)) == 128 + signum  # 130 for SIGINT, 143 for SIGTERM
-    err = capsys.readouterr().err
-    assert f"stopped by signal {int(signum)} at epoch 1 step 2" in err and "resume=true" in err
-    assert not err.startswith("error: ") and "Traceback" not in err
-    ck = load_checkpoint(str(tmp_path / "run" / "checkpoint.pt"))
-    assert (ck["epoch"], ck["step"]) == (1, 2)
-
+# ----------------------------------------------------------------------------- checkpoints
 
 def test_checkpoints_every_n_epochs_and_at_the_end(tiny_npz, tmp_path, monkeypatch):
     written = []
@@ -336,33 +314,6 @@ def test_tensorboard_receives_the_per_epoch_scalars(tiny_npz, tmp_path, monkeypa
     for r in records:
         for tag in ("train_loss", "train_accuracy", "lr", "images_per_s", "val_error", "val_balanced_accuracy"):
             assert (tag, r[tag], r["epoch"] - 1) in w.scalars, (tag, r["epoch"])
-
-
-# ----------------------------------------------------------------------------- invtransfer evaluate
-
-def test_evaluate_val_json_matches_the_logged_last_epoch(tiny_npz, tmp_path, capsys):
-    classifier.train(tiny_cfg(tiny_npz, tmp_path, select="last", optim={"epochs": 2}))
-    run = tmp_path / "run"
-    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
-    assert last["epoch"] == 2
-    capsys.readouterr()
-    assert cli.main(["evaluate", str(run), "--split", "val", "--json", "--device", "cpu"]) == 0
-    m = json.loads(capsys.readouterr().out)
-    assert m["split"] == "val" and m["selected_weights"]["which"] == "last"
-    assert m["error"] == pytest.approx(last["val_error"])
-    assert m["balanced_accuracy"] == pytest.approx(last["val_balanced_accuracy"])
-
-
-def test_evaluate_text_says_empty_for_an_empty_shot_group(tiny_npz, tmp_path, capsys):
-    data = tiny_data_overrides(tiny_npz, counts=[50, 40, 30, 20])  # no class > 100 or < 20 images
-    classifier.train(tiny_cfg(tiny_npz, tmp_path, data=data, optim={"epochs": 1, "decay1_epoch": 0,
-                                                                     "decay2_epoch": 1}))
-    capsys.readouterr()
-    assert cli.main(["evaluate", str(tmp_path / "run"), "--device", "cpu"]) == 0
-    out = capsys.readouterr().out
-    assert re.search(r"many-shot accuracy: empty \(0 classes\)", out), out
-    assert re.search(r"few-shot accuracy: empty \(0 classes\)", out), out
-    assert re.search(r"medium-shot accuracy: \d+\.\d\d% \(4 classes\)", out), out
 
 
 # ----------------------------------------------------------------------------- devices, amp, compile

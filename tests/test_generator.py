@@ -1,5 +1,5 @@
-"""The MUNIT training loop, generator loading, nuisance sampling and their CLI (quality metrics:
-test_generator_quality.py)."""
+"""The MUNIT training loop, generator loading and nuisance sampling (quality metrics:
+test_generator_quality.py; the CLI commands: test_cli.py)."""
 
 import json
 import os
@@ -13,7 +13,6 @@ import yaml
 from scipy import stats
 
 from conftest import make_images, tiny_data_overrides
-from invtransfer import cli
 from invtransfer.config import from_dict, load_config
 from invtransfer.data import batches, datasets
 from invtransfer.data.datasets import DatasetConfig
@@ -444,29 +443,3 @@ def test_bad_inputs_are_clear_errors(npz16, tmp_path):
                                             device="cpu")
 
 
-def test_cli_train_sample_quality(npz16, tmp_path, capsys):
-    kv = [f"data.{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in data_dict(npz16).items()]
-    arch = [f"arch.{k}={v}" for k, v in TINY_ARCH.items()]
-    common = kv + arch + ["iterations=2", "batch_size=4", "device=cpu", f"out_dir={tmp_path}", "name=g", "quiet=true"]
-    assert cli.main(["train-generator", "configs/generator/fmnist_munit_small.yaml", *common]) == 0
-    capsys.readouterr()
-    ds_kv = [f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in data_dict(npz16).items() if k != "name"]
-    out = tmp_path / "grid.png"
-    assert cli.main(["sample", str(tmp_path / "g"), "fmnist-bg-lt", *ds_kv, "--out", str(out), "--n", "3",
-                     "--device", "cpu"]) == 0
-    assert out.is_file() and capsys.readouterr().out.strip() == str(out)
-    assert cli.main(["generator-quality", str(tmp_path / "g"), "fmnist-bg-lt", *ds_kv, "--n-per-class", "2",
-                     "--styles", "3", "--device", "cpu", "--json"]) == 0
-    q = json.loads(capsys.readouterr().out)
-    assert q["n_images"] == 8 and q["class_preservation"] is None
-    assert cli.main(["generator-quality", str(tmp_path / "g"), "fmnist-bg-lt", *ds_kv, "--n-per-class", "2",
-                     "--styles", "3", "--device", "cpu"]) == 0
-    assert "class preservation skipped" in capsys.readouterr().out
-    bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"not a checkpoint")
-    assert cli.main(["sample", str(bad), "fmnist-bg-lt", *ds_kv]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and "Traceback" not in err
-    assert cli.main(["train-generator", "configs/generator/cifar10_munit.yaml", "--print-config"]) == 0
-    cfg = yaml.safe_load(capsys.readouterr().out)
-    assert cfg["iterations"] * cfg["batch_size"] == 140000 and cfg["data"]["name"] == "cifar10-lt"

@@ -1,17 +1,12 @@
-"""eKLD and consistency: zero for invariant cases, positive otherwise; the CLI on a trained run."""
-
-import json
+"""eKLD and consistency: zero for invariant cases, positive otherwise (the CLI on a trained run:
+test_cli.py)."""
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_data_overrides
-from invtransfer import cli
 from invtransfer.data.batches import Normalizer
 from invtransfer.metrics import invariance
-from invtransfer.train import classifier
-from test_classifier import tiny_cfg
 
 
 class ConstantModel(torch.nn.Module):
@@ -88,27 +83,3 @@ def test_cycling_and_smallest_third():
         invariance.select_per_class(np.array([0, 0]), 2, 3)
 
 
-def test_invariance_cli_on_trained_run(tiny_npz, tmp_path, capsys):
-    cfg = tiny_cfg(tiny_npz, tmp_path, data=tiny_data_overrides(tiny_npz, nuisance="bg"), optim={"epochs": 2})
-    classifier.train(cfg)
-    capsys.readouterr()
-    run = str(tmp_path / "run")
-    png = tmp_path / "e.png"
-    assert cli.main(["invariance", run, run, "--transform", "bg", "--draws", "3", "--images-per-class", "4",
-                     "--json", "--plot", str(png)]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert len(out["results"]) == 2 and out["results"][0]["per_class"][0]["class_size"] == 40
-    assert out["results"][0]["per_class"] == out["results"][1]["per_class"]  # seeded
-    assert png.is_file()
-    assert json.loads((tmp_path / "run" / "invariance.json").read_text())["transform"] == "bg"
-    assert cli.main(["invariance", run, "--transform", "blur"]) == 2
-    assert "unknown transform 'blur'" in capsys.readouterr().err
-
-
-def test_invariance_needs_a_transform_when_the_dataset_has_none(tiny_npz, tmp_path, capsys):
-    cfg = tiny_cfg(tiny_npz, tmp_path, data=tiny_data_overrides(tiny_npz, nuisance="none"), optim={"epochs": 2})
-    classifier.train(cfg)
-    capsys.readouterr()
-    assert cli.main(["invariance", str(tmp_path / "run")]) == 2
-    err = capsys.readouterr().err
-    assert "has no known synthetic transform" in err and "generator:PATH" in err
