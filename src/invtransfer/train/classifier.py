@@ -164,9 +164,8 @@ class ClassifierRun(TrainingRun):
                                    f"{self.ds.name!r} has none (use e.g. fmnist-bg-lt).")
         self._summary_writer = _summary_writer_class() if cfg.tensorboard and self.dist.is_main else None
 
-    def default_name(self) -> str:
-        return "__".join([self.ds.name, self.method.replace("+", "-"), f"s{self.cfg.seed}",
-                          time.strftime("%Y%m%d-%H%M%S")])
+    def method_tag(self) -> str:
+        return self.method.replace("+", "-")
 
     # ----------------------------------------------------------------- set-up
     def _setup(self) -> None:
@@ -520,7 +519,8 @@ class ClassifierRun(TrainingRun):
         if not self.dist.enabled:
             loss_value, correct_value = torch.stack([loss.detach(), correct.to(loss.dtype)]).tolist()
             return loss_value, int(correct_value), plan.generated
-        (loss_sum, correct_sum), self._agreed_stop = self.agree_on_stop(torch.stack([loss.detach().double(), correct.double()]))
+        stats = torch.stack([loss.detach().double(), correct.double()])
+        (loss_sum, correct_sum), self._agreed_stop = self.agree_on_stop(stats)
         return loss_sum / self.dist.world_size, int(correct_sum), plan.generated
 
     def _progress(self, epoch: int, steps: int, start_step: int):

@@ -94,8 +94,9 @@ class RunOptions:
     channels_last: bool = option(True, "channels_last memory format of models and batches (faster on CPU and GPU)")
     compile: bool = option(False, "torch.compile the model's computations")
     out_dir: str = option("runs", "parent folder of run directories")
-    name: str | None = option(None, "run directory name under out_dir (default: made from the dataset, the "
-                                    "method, the seed and the launch time)")
+    name: str | None = option(None, "run directory name under out_dir (default: dataset__i<instance>__method"
+                                    "__s<seed>__<config digest>__<launch time and random tag>, unique per "
+                                    "configuration and launch)")
     resume: bool = option(False, "continue the run in out_dir/<name> from its checkpoint")
     overwrite: bool = option(False, "delete an existing out_dir/<name> and start over")
     checkpoint_every: int = option(5, "write a checkpoint every N epochs (and at the end)", ge=1)

@@ -233,8 +233,8 @@ class GeneratorRun(TrainingRun):
         # The resolved architecture, so that the run can be rebuilt exactly.
         self.cfg_dict["arch"] = to_dict(self.arch)
 
-    def default_name(self) -> str:
-        return "__".join([self.ds.name, "munit", f"s{self.cfg.seed}", time.strftime("%Y%m%d-%H%M%S")])
+    def method_tag(self) -> str:
+        return "munit"
 
     # ----------------------------------------------------------------- set-up
     def _setup(self) -> None:

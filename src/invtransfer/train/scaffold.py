@@ -17,8 +17,11 @@ processes that worked on the run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import secrets
 import time
 from collections.abc import Callable
 
@@ -80,6 +83,28 @@ def append_log(path: str, record: dict) -> None:
     which :func:`truncate_log` drops on resume)."""
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
+
+
+def config_digest(cfg_dict: dict, ignore: tuple[str, ...] = ()) -> str:
+    """Eight hex digits of what a config trains: every key (dotted) except those starting with one
+    of ``ignore`` (where the run lives, how it reports), so equal digests mean equal training."""
+    flat: dict = {}
+
+    def walk(d: dict, prefix: str) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            elif not f"{prefix}{k}".startswith(ignore):
+                flat[f"{prefix}{k}"] = v
+
+    walk(cfg_dict, "")
+    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def launch_stamp() -> str:
+    """The launch time to the second and a random tag: two launches in the same second, also on
+    two machines writing one out_dir, get different stamps."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
 class RunClock:
@@ -147,9 +172,17 @@ class TrainingRun:
     def _configure(self) -> None:
         """The job's checks and settings once the dataset is known (before the run directory)."""
 
-    def default_name(self) -> str:
-        """The run directory's name when the config gives none."""
+    def method_tag(self) -> str:
+        """The method part of an automatic run name."""
         raise NotImplementedError
+
+    def default_name(self) -> str:
+        """The run directory's name when the config gives none, unique per configuration and per
+        launch: ``<dataset>__i<instance>__<method>__s<seed>__<config digest>__<launch stamp>``."""
+        parts = [self.ds.name, f"i{self.ds.config['instance']}", self.method_tag(), f"s{self.cfg.seed}",
+                 config_digest(self.cfg_dict, self.resume_free), launch_stamp()]
+        # One plain directory name whatever a user-given method label holds.
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", "__".join(parts))
 
     def _prepare_run_dir(self) -> str:
         cfg = self.cfg
@@ -200,4 +233,4 @@ class TrainingRun:
 
 
 __all__ = ["TrainingRun", "RunClock", "build_dataset_on_main_first", "require_training_images", "dataset_meta",
-           "truncate_log", "append_log"]
+           "truncate_log", "append_log", "config_digest", "launch_stamp"]
