@@ -505,6 +505,8 @@ BAD_INPUT = {
     "generator-quality-styles-zero": (lambda t, w: ["generator-quality", w.gen, "fmnist-bg-lt", "--styles", "0"],
                                       r"--styles must be >= 1"),
     "demo-epochs-zero": (lambda t, w: ["demo", "--epochs", "0", "--out", t / "demo"], r"--epochs must be >= 3, got 0"),
+    "data-download-force-not-a-bool": (lambda t, w: ["data", "download", "mnist", f"data_root={t}", "force=maybe"],
+                                       r"option 'force' of data download: got 'maybe', expected true or false"),
     "report-two-runs-of-one-seed": (lambda t, w: (
         copy_run(w.clf, t / "a"), copy_run(w.clf, t / "b"),
         (t / "b" / "clf" / "results.json").write_text(json.dumps(dict(

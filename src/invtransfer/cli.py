@@ -101,8 +101,11 @@ def cmd_download(a: argparse.Namespace) -> int:
     if unknown:
         raise InvTransferError(f"unknown option {sorted(unknown)[0]!r} for data download; "
                                f"known: data_root, base_url, force.")
+    force = rest.get("force", False)
+    if not isinstance(force, bool):  # bool("maybe") would silently fetch everything again
+        raise InvTransferError(f"option 'force' of data download: got {force!r}, expected true or false.")
     root = rest.get("data_root") or (formats.data_roots(None, name) or ["data"])[0]
-    paths = download.download(name, str(root), base_url=rest.get("base_url"), force=bool(rest.get("force")))
+    paths = download.download(name, str(root), base_url=rest.get("base_url"), force=force)
     for p in paths:
         print(p)
     return 0
