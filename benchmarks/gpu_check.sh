@@ -114,7 +114,7 @@ else
 fi
 if [[ $TINY == 1 ]]; then
   DATA_ARGS+=(data.profile=list "data.counts=[20,15,12,10,8,6,5,4,3,3]")
-  CLS_ARGS=(model=resnet20 optim.epochs=2 optim.batch_size=16 optim.warmup_epochs=1 optim.decay1_epoch=0
+  CLS_ARGS=(model=resnet20 optim.epochs=2 optim.batch_size=16 optim.warmup_epochs=0 optim.decay1_epoch=0
             optim.decay2_epoch=1 eval_batch_size=64)
   GEN_ARGS=(iterations=3 batch_size=4 arch.width=8 arch.n_res=1 arch.mlp_dim=16 arch.disc_width=8 log_every=1)
 else

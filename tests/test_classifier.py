@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import tiny_data_overrides
-from invtransfer.config import from_dict
+from invtransfer.config import from_dict, load_config, to_dict
 from invtransfer.errors import InvTransferError
 from invtransfer.train import classifier, losses
 from invtransfer.train.checkpoint import TrainingInterrupted, atomic_save, load_checkpoint
@@ -38,6 +38,38 @@ def test_learning_rate_schedule_matches_ldam_drw():
     cos = classifier.OptimConfig(schedule="cosine", epochs=10, warmup_epochs=0, decay1_epoch=5, decay2_epoch=8)
     assert classifier.learning_rate(cos, 0) == pytest.approx(0.1)
     assert classifier.learning_rate(cos, 5) == pytest.approx(0.05)
+
+
+def test_scale_to_epochs_trains_a_short_run_on_the_scaled_schedule():
+    """optim.scale_to_epochs=N trains N epochs with warm-up, E1 and E2 at their fraction of the
+    preset's schedule; the scaled values are the config's (and config.yaml's), and load back as they are."""
+    cifar = load_config(classifier.TrainConfig, "configs/cifar10_lt/ce_drs.yaml", ["optim.scale_to_epochs=20"])
+    o = cifar.optim
+    assert (o.epochs, o.warmup_epochs, o.decay1_epoch, o.decay2_epoch, cifar.e1) == (20, 1, 16, 18, 16)
+    assert [classifier.learning_rate(o, e) for e in (0, 15, 16, 17, 18, 19)] == pytest.approx(
+        [0.1, 0.1, 1e-3, 1e-3, 1e-5, 1e-5])
+    assert to_dict(from_dict(classifier.TrainConfig, to_dict(cifar))) == to_dict(cifar)
+    for preset, n, want in (("fmnist_lt", 10, (10, 1, 6, 8)), ("fmnist_lt", 1, (1, 0, 0, 1)),
+                            ("cifar10_lt", 3, (3, 0, 2, 3))):
+        o = load_config(classifier.TrainConfig, f"configs/{preset}/ce_drs.yaml", [f"optim.scale_to_epochs={n}"]).optim
+        assert (o.epochs, o.warmup_epochs, o.decay1_epoch, o.decay2_epoch) == want, (preset, n)
+
+
+def test_a_short_schedule_that_contradicts_itself_is_refused_in_one_message():
+    cifar = "configs/cifar10_lt/ce_drs.yaml"
+    with pytest.raises(InvTransferError, match=r"decay1_epoch' \(E1=160\) must be smaller than optim\.epochs=3\. .*"
+                                               r"set optim\.scale_to_epochs"):
+        load_config(classifier.TrainConfig, cifar, ["optim.epochs=3"])
+    # the default warm-up of 5 epochs no longer silently replaces the decays of a 3-epoch run
+    with pytest.raises(InvTransferError, match=r"warmup_epochs'=5 reaches past optim\.decay1_epoch \(E1=1\): .* "
+                                               r"epochs 1 to 2"):
+        load_config(classifier.TrainConfig, cifar, ["optim.epochs=3", "optim.decay1_epoch=1"])
+    with pytest.raises(InvTransferError) as every:
+        load_config(classifier.TrainConfig, cifar, ["optim.epochs=3", "optim.decay1_epoch=1", "optim.decay2_epoch=1"])
+    assert "(E2=1) must be larger" in str(every.value) and "warmup_epochs'=5 reaches past" in str(every.value)
+    with pytest.raises(InvTransferError, match="longer than optim.epochs=3: the run would end inside the warm-up"):
+        load_config(classifier.TrainConfig, cifar, ["optim.schedule=cosine", "optim.epochs=3", "optim.decay1_epoch=1",
+                                                    "optim.decay2_epoch=2"])
 
 
 def test_method_labels():

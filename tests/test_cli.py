@@ -79,8 +79,8 @@ def test_evaluate_val_json_matches_the_logged_last_epoch(tiny_npz, tmp_path, cap
 
 def test_evaluate_text_says_empty_for_an_empty_shot_group(tiny_npz, tmp_path, capsys):
     data = tiny_data_overrides(tiny_npz, counts=[45, 40, 30, 20])  # no class > 100 or < 20 images
-    classifier.train(tiny_cfg(tiny_npz, tmp_path, data=data, optim={"epochs": 1, "decay1_epoch": 0,
-                                                                     "decay2_epoch": 1}))
+    classifier.train(tiny_cfg(tiny_npz, tmp_path, data=data,
+                              optim={"epochs": 1, "warmup_epochs": 0, "decay1_epoch": 0, "decay2_epoch": 1}))
     capsys.readouterr()
     assert cli.main(["evaluate", str(tmp_path / "run"), "--device", "cpu"]) == 0
     out = capsys.readouterr().out

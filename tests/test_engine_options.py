@@ -229,8 +229,8 @@ def test_oracle_trains_on_base_images_with_the_true_transform_online(tiny_npz, t
         return x, y
 
     monkeypatch.setattr(classifier.ClassifierRun, "materialize", materialize)
-    cfg = tiny_cfg(tiny_npz, tmp_path, oracle=True, augment="none", optim={"epochs": 1, "decay1_epoch": 0,
-                                                                             "decay2_epoch": 1})
+    cfg = tiny_cfg(tiny_npz, tmp_path, oracle=True, augment="none",
+                   optim={"epochs": 1, "warmup_epochs": 0, "decay1_epoch": 0, "decay2_epoch": 1})
     res = classifier.train(cfg)
     assert len(seen) == STEPS_PER_EPOCH
     run = seen[0][0]
@@ -357,7 +357,8 @@ def test_bf16_autocast_run_on_cpu(tiny_npz, tmp_path, monkeypatch):
         return real_forward(self, x)
 
     monkeypatch.setattr(CifarResNet, "forward", forward)
-    cfg = tiny_cfg(tiny_npz, tmp_path, amp="bf16", optim={"epochs": 1, "decay1_epoch": 0, "decay2_epoch": 1})
+    cfg = tiny_cfg(tiny_npz, tmp_path, amp="bf16", optim={"epochs": 1, "warmup_epochs": 0, "decay1_epoch": 0,
+                                                            "decay2_epoch": 1})
     res = classifier.train(cfg)
     assert dtypes == {torch.bfloat16}
     _assert_finished(res, tmp_path / "run")
@@ -375,7 +376,7 @@ def test_compiled_run(tiny_npz, tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "compile", compile_)
     cfg = tiny_cfg(tiny_npz, tmp_path, compile=True,
-                   optim={"epochs": 1, "decay1_epoch": 0, "decay2_epoch": 1, "batch_size": 36})
+                   optim={"epochs": 1, "warmup_epochs": 0, "decay1_epoch": 0, "decay2_epoch": 1, "batch_size": 36})
     res = classifier.train(cfg)
     assert len(compiled) == 1 and isinstance(compiled[0], CifarResNet)
     _assert_finished(res, tmp_path / "run")

@@ -41,14 +41,53 @@ class OptimConfig:
     decay2_epoch: int = option(180, "E2: second decay", ge=0)
     decay1_factor: float = option(0.01, "lr factor from E1", gt=0)
     decay2_factor: float = option(1e-4, "lr factor from E2", gt=0)
+    scale_to_epochs: int | None = option(None, "train this many epochs on the schedule above, scaled: warm-up, E1 "
+                                               "and E2 keep their fraction of optim.epochs (e.g. 20 on the CIFAR "
+                                               "schedule 200/160/180 with warm-up 5: 20 epochs, warm-up 1, E1 16, "
+                                               "E2 18)", ge=1)
+
+    def __post_init__(self) -> None:
+        # Scaled on construction, so that the config, config.yaml and results.json hold the epochs
+        # the run trains; scaling a scaled config (epochs == scale_to_epochs) changes nothing.
+        if self.scale_to_epochs is not None and self.scale_to_epochs != self.epochs:
+            self.epochs, self.warmup_epochs, self.decay1_epoch, self.decay2_epoch = scaled_schedule(
+                self.epochs, self.warmup_epochs, self.decay1_epoch, self.decay2_epoch, self.scale_to_epochs)
 
     def validate(self) -> None:
-        if self.decay1_epoch >= self.epochs:
-            raise InvTransferError(f"config key 'optim.decay1_epoch' (E1={self.decay1_epoch}) must be smaller "
-                                   f"than optim.epochs={self.epochs}.")
-        if self.decay2_epoch <= self.decay1_epoch:
-            raise InvTransferError(f"config key 'optim.decay2_epoch' (E2={self.decay2_epoch}) must be larger than "
-                                   f"optim.decay1_epoch (E1={self.decay1_epoch}).")
+        # Every conflict in one message, so that a schedule is put right in one go, not one error at a time.
+        w, e1, e2, n = self.warmup_epochs, self.decay1_epoch, self.decay2_epoch, self.epochs
+        problems = []
+        if e1 >= n:
+            problems.append(f"config key 'optim.decay1_epoch' (E1={e1}) must be smaller than optim.epochs={n}")
+        if e2 <= e1:
+            problems.append(f"config key 'optim.decay2_epoch' (E2={e2}) must be larger than optim.decay1_epoch "
+                            f"(E1={e1})")
+        if self.schedule == "step" and w > e1 and e1 < n:
+            last = min(w, n) - 1
+            epochs = f"epoch {e1}" if last == e1 else f"epochs {e1} to {last}"
+            problems.append(f"config key 'optim.warmup_epochs'={w} reaches past optim.decay1_epoch (E1={e1}): the "
+                            f"warm-up's rising learning rate would replace the first decay in {epochs} (counted "
+                            f"from 0); use warmup_epochs <= E1")
+        if self.schedule == "cosine" and w > n:
+            problems.append(f"config key 'optim.warmup_epochs'={w} is longer than optim.epochs={n}: the run would end "
+                            f"inside the warm-up")
+        if problems:
+            how = (f" These are the values optim.scale_to_epochs={self.scale_to_epochs} scaled the schedule to."
+                   if self.scale_to_epochs is not None else
+                   " To train a shorter schedule, keep optim.epochs at the schedule's full length and set "
+                   "optim.scale_to_epochs to the epochs to train: warm-up, E1 and E2 then keep their fraction of it.")
+            raise InvTransferError("; ".join(problems) + "." + how)
+
+
+def scaled_schedule(epochs: int, warmup: int, e1: int, e2: int, to: int) -> tuple[int, int, int, int]:
+    """``(epochs, warmup, E1, E2)`` of a schedule of ``epochs`` scaled to ``to`` epochs: each keeps its
+    fraction, rounded half up; E1 stays within the run and at or after the warm-up, E2 after E1."""
+    def scale(x: int) -> int:
+        return int(math.floor(x * to / epochs + 0.5))
+
+    w = scale(warmup)
+    s1 = min(max(scale(e1), w), to - 1)
+    return to, w, s1, max(scale(e2), s1 + 1)
 
 
 @dataclass
@@ -146,7 +185,8 @@ class TrainConfig(RunOptions):
     def validate(self) -> None:
         if self.switch_epoch is not None and self.switch_epoch >= self.optim.epochs:
             raise InvTransferError(f"config key 'switch_epoch' (E1={self.switch_epoch}) must be smaller than "
-                                   f"optim.epochs={self.optim.epochs}.")
+                                   f"optim.epochs={self.optim.epochs} (optim.scale_to_epochs scales the optim.* "
+                                   f"epochs only; leave switch_epoch unset to switch at optim.decay1_epoch).")
         super().validate()
         if self.oracle and self.git.generator:
             raise InvTransferError("config keys 'oracle=true' and 'git.generator' exclude each other: the oracle "
