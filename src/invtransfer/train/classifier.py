@@ -1,5 +1,9 @@
 """The one classifier training loop: long-tail rules, schedule, evaluation, checkpoints, outputs.
 
+The config is :class:`~invtransfer.train.configs.TrainConfig`; what every training run shares
+(run directory, resume, clock, stops) is :class:`~invtransfer.train.scaffold.TrainingRun`; loading
+a finished run is :mod:`invtransfer.train.inference`.
+
 Single process::
 
     invtransfer train configs/cifar10_lt/ce_drs.yaml seed=1
@@ -21,6 +25,8 @@ Rules (SPEC §3; epochs count from 0, E1 = ``switch_epoch``, default ``optim.dec
 
 Schedule: linear warm-up ``lr * (e + 1) / warmup_epochs`` for e < warmup_epochs, then ``lr``,
 ``lr * decay1_factor`` from E1 and ``lr * decay2_factor`` from E2 (as LDAM-DRW's code), or cosine.
+A shorter run keeps the preset's shape with ``optim.scale_to_epochs=N`` (see
+:class:`~invtransfer.train.configs.OptimConfig`).
 
 Model selection: ``select=val`` keeps the weights with the best validation balanced accuracy
 (evaluated every ``eval_every`` epochs and at the last epoch); ``select=last`` keeps the last
