@@ -10,6 +10,27 @@ is applied as ``F.cross_entropy(weight=...)`` with ``reduction='mean'`` does, i.
 mean ``sum_i w_{y_i} l_i / sum_i w_{y_i}``, as the LDAM-DRW code does -- except for the focal
 loss, see :class:`FocalLoss`. Per-class constants (log class sizes, margins) are registered
 buffers, so ``.to(device)`` moves them with the module.
+
+Mixed targets (mixup, CutMix: :class:`~invtransfer.data.augment.MixedTargets`, row ``i`` made of
+``lam`` of class ``a_i`` and ``1 - lam`` of class ``b_i``) are accepted by every loss as
+
+    ``loss(z, (a, b, lam)) = lam * loss(z, a) + (1 - lam) * loss(z, b)``
+
+with each term the loss as defined for hard labels, class weights included (each term's
+weighted mean uses the weights of its own labels). What that means per loss:
+
+* CE: equal to cross entropy with the soft targets ``lam * e_a + (1 - lam) * e_b`` (unweighted).
+* Balanced Softmax / logit adjustment: the prior ``log n_j`` (``tau log pi_j``) is added to the
+  *logits*, whatever the target, so the mixture equals cross entropy of the adjusted logits with
+  the soft targets: the priors are on the logits, the mixing on the targets, and the two commute.
+* LDAM: each term subtracts the margin of its own class from its own target logit, ``lam *
+  CE(s (z - m_a e_a), a) + (1 - lam) * CE(s (z - m_b e_b), b)``. A margin is a property of a
+  (label, logit) pair -- the tail class's logit must win by ``m_y`` -- so each label of the mix
+  asks its own margin, weighted by its share. (Subtracting ``lam m_a e_a + (1 - lam) m_b e_b``
+  inside one soft-target cross entropy would be another loss, which no paper defines.)
+* Focal: each term is modulated by its own label's probability.
+
+With ``lam`` in {0, 1} every form is the loss of the hard labels.
 """
 
 from __future__ import annotations
@@ -22,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from invtransfer.data.augment import MixedTargets
 from invtransfer.errors import InvTransferError, suggest
 
 
@@ -84,8 +106,9 @@ class LongTailLoss(nn.Module):
         self.num_classes = int(counts.size)
         self.register_buffer("class_counts", torch.tensor(counts, dtype=torch.float32))
 
-    def forward(self, logits: Tensor, targets: Tensor, class_weight: Tensor | None = None) -> Tensor:
-        """Scalar loss for ``logits`` (N, C) and integer ``targets`` (N,).
+    def forward(self, logits: Tensor, targets: Tensor | MixedTargets, class_weight: Tensor | None = None) -> Tensor:
+        """Scalar loss for ``logits`` (N, C) and integer ``targets`` (N,), or mixed targets
+        (``lam * loss(a) + (1 - lam) * loss(b)``, see the module docstring).
 
         ``class_weight`` (C,) optionally weights each example by the weight of its class.
         """
@@ -99,6 +122,9 @@ class LongTailLoss(nn.Module):
                     f"loss {self.name!r}: class_weight must have shape ({self.num_classes},), "
                     f"got {tuple(class_weight.shape)}.")
             class_weight = class_weight.to(device=logits.device, dtype=logits.dtype)
+        if isinstance(targets, MixedTargets):
+            (a, lam), (b, rest) = targets.terms()
+            return lam * self._loss(logits, a, class_weight) + rest * self._loss(logits, b, class_weight)
         return self._loss(logits, targets, class_weight)
 
     def _loss(self, logits: Tensor, targets: Tensor, class_weight: Tensor | None) -> Tensor:
@@ -151,7 +177,8 @@ class LDAMLoss(LongTailLoss):
 
     Margins ``m_j = n_j ** (-1/4)`` rescaled so ``max_j m_j = max_margin``; the target logit
     (a cosine similarity) loses its class's margin and the result is scaled by ``s`` before a
-    (weighted) cross entropy: ``CE(s * (z - m_y e_y), y, weight)``.
+    (weighted) cross entropy: ``CE(s * (z - m_y e_y), y, weight)``. With mixed targets each of the
+    two labels asks its own margin, weighted by its share (module docstring).
     """
 
     name, label = "ldam", "LDAM"
@@ -185,7 +212,8 @@ class BalancedSoftmaxLoss(LongTailLoss):
 
     Identical in value to :class:`LogitAdjustedLoss` with ``tau = 1``: ``log pi_j`` and
     ``log n_j`` differ by the constant ``log sum_j n_j``, which softmax ignores. Both names are
-    kept because the literature uses both.
+    kept because the literature uses both. With mixed targets the prior stays on the logits: the
+    loss is the soft-target cross entropy of ``logits + log n_j`` (module docstring).
     """
 
     name, label = "balanced_softmax", "BalancedSoftmax"
