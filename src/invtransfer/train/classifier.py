@@ -46,6 +46,7 @@ and a smaller value to try (half the largest batch that was tried), before anyth
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -59,6 +60,7 @@ import torch
 from invtransfer.data import batches, datasets
 from invtransfer.errors import InvTransferError
 from invtransfer.models.resnet_cifar import build_model
+from invtransfer.plots import plot_against_class_size
 from invtransfer.train import distributed, losses
 from invtransfer.train.checkpoint import (  # noqa: F401 (TrainingInterrupted: re-exported)
     StopSignals,
@@ -636,7 +638,6 @@ class ClassifierRun(TrainingRun):
     def _write_csv(self) -> None:
         records = self._records()
         keys = sorted({k for r in records for k in r}, key=lambda k: (k != "epoch", k))
-        import io
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=keys)
         writer.writeheader()
@@ -670,8 +671,6 @@ class ClassifierRun(TrainingRun):
 
 def plot_per_class_accuracy(results: list[dict], path: str) -> None:
     """Per-class test accuracy against training class size (log x), one series per result."""
-    from invtransfer.plots import plot_against_class_size
-
     plot_against_class_size({f"{r['method']} (s{r['seed']})": list(zip(r["train_class_counts"], r["per_class_accuracy"]))
                              for r in results}, path, ylabel="test accuracy (%)",
                             title=f"{results[0]['dataset']}: per-class accuracy vs class size")
