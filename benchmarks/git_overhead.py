@@ -103,6 +103,7 @@ def main() -> int:
         for gname in a.generators:
             gen_path = save_untrained(f"{tmp}/{gname}.pt", 3, 32, preset_arch(GENERATORS[gname]))
             cfg = load_config(classifier.TrainConfig, a.config, [*data_over, *a.overrides, f"git.generator={gen_path}",
+                                                                  "git.allow_other_dataset=true",  # untrained
                                                                   f"out_dir={tmp}", f"name=git_{gname}", "quiet=true"])
             run = classifier.ClassifierRun(cfg)
             run._setup()

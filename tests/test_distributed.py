@@ -96,7 +96,8 @@ def make_setup(tmp_path, **overrides):
     cfg = {"data": data, "model": "resnet20", "augment": "crop_flip", "crop_padding": 0, "rule": "drs",
            "optim": {"epochs": 3, "batch_size": 16, "warmup_epochs": 1, "decay1_epoch": 1, "decay2_epoch": 2,
                      "lr": 0.002},
-           "git": {"generator": gen_path},  # GIT in epoch 2 (E1 + 1)
+           # GIT in epoch 2 (E1 + 1); the untrained generator records no dataset: allowed on purpose
+           "git": {"generator": gen_path, "allow_other_dataset": True},
            "select": "last", "out_dir": str(tmp_path / "runs"), "quiet": True, "checkpoint_every": 1}
     cfg.update(overrides)
     path = tmp_path / "cfg.yaml"

@@ -5,11 +5,10 @@ import pytest
 import torch
 
 from conftest import make_images, tiny_data_overrides
-from invtransfer.config import from_dict, to_dict
+from git_reference_setup import write_generator
+from invtransfer.config import from_dict
 from invtransfer.errors import InvTransferError
-from invtransfer.models.munit import MunitArch, MunitGenerator
 from invtransfer.train import classifier
-from invtransfer.train.checkpoint import atomic_save
 
 
 @pytest.fixture
@@ -21,21 +20,17 @@ def npz16(tmp_path):
     return path
 
 
-def save_generator(path, channels=1, size=16):
-    arch = MunitArch(channels=channels, image_size=size, width=8, n_res=1, mlp_dim=16, disc_width=8)
-    torch.manual_seed(0)
-    gen = MunitGenerator(arch)
-    atomic_save({"format": "invtransfer/generator", "state": "weights", "arch": to_dict(arch),
-                 "generator": gen.state_dict(), "dataset": {"image_shape": [channels, size, size]},
-                 "iteration": 0, "images_seen": 0}, str(path))
-    return str(path)
+def save_generator(path, channels=1, size=16, data=None):
+    """An untrained generator; with ``data`` (dataset options) it records that dataset, as a
+    trained generator does (GIT refuses a generator of another dataset)."""
+    return write_generator(path, data, channels=channels, size=size)
 
 
 def cfg_for(npz, tmp_path, **git):
     d = {"data": tiny_data_overrides(npz), "model": "resnet20", "augment": "none", "rule": "drs",
          "optim": {"epochs": 3, "batch_size": 16, "warmup_epochs": 1, "decay1_epoch": 1, "decay2_epoch": 2},
          "out_dir": str(tmp_path / "runs"), "name": "git", "quiet": True,
-         "git": dict({"generator": save_generator(tmp_path / "gen.pt")}, **git)}
+         "git": dict({"generator": save_generator(tmp_path / "gen.pt", data=tiny_data_overrides(npz))}, **git)}
     return from_dict(classifier.TrainConfig, d)
 
 

@@ -25,8 +25,8 @@ def test_git_epoch_generates_exactly_the_planned_rows(tmp_path, monkeypatch):
         "data": tiny_data_overrides(npz), "model": "resnet20", "augment": "crop_flip", "crop_padding": 2,
         "rule": "drs", "optim": {"epochs": 3, "batch_size": 16, "warmup_epochs": 1, "decay1_epoch": 1,
                                  "decay2_epoch": 2},
-        "git": {"generator": save_generator(tmp_path / "gen.pt"), "gen_frac": 0.75, "weighting": "threshold",
-                "class_size_threshold": 8},
+        "git": {"generator": save_generator(tmp_path / "gen.pt", data=tiny_data_overrides(npz)), "gen_frac": 0.75,
+                "weighting": "threshold", "class_size_threshold": 8},
         "out_dir": str(tmp_path / "runs"), "name": "rows", "quiet": True, "select": "last"})
 
     where = {}  # the (epoch, step) being trained

@@ -58,7 +58,10 @@ from typing import Any
 import torch
 
 from invtransfer.data import batches, datasets
+from invtransfer.config import to_dict
 from invtransfer.errors import InvTransferError
+from invtransfer.git import GitMixer, MixPlan, load_generator
+from invtransfer.git import keep_probability as git_keep_probability  # noqa: F401 (re-exported: it lived here)
 from invtransfer.models.resnet_cifar import build_model
 from invtransfer.plots import plot_against_class_size
 from invtransfer.train import distributed, losses
@@ -99,26 +102,13 @@ from invtransfer.train.runtime import (  # noqa: F401 (resolve_device, autocast_
 from invtransfer.train.scaffold import TrainingRun, append_log, dataset_meta, require_training_images
 
 
-def git_keep_probability(weighting: str, class_counts: list[int], threshold: int | None) -> torch.Tensor:
-    """Per-class probability that a generated slot is used (SPEC §5)."""
-    n = torch.tensor(class_counts, dtype=torch.float64)
-    if weighting == "none":
-        return torch.ones_like(n)
-    if weighting == "threshold":
-        return (n <= threshold).double()
-    n_min = float(n.min())
-    if threshold <= n_min:
-        raise InvTransferError(f"config key 'git.class_size_threshold'={threshold} must exceed the smallest class "
-                               f"size ({int(n_min)}) for linear weighting.")
-    return ((threshold - n) / (threshold - n_min)).clamp_min(0.0)
-
-
 # Keys that may differ between a run and its resumption.
 _RESUME_FREE = ("resume", "overwrite", "quiet", "device", "tensorboard", "compile", "checkpoint_every", "select",
                 "eval_batch_size",  # evaluation only: the answer to an out-of-memory error while evaluating
                 "data.data_root", "data.cache_dir", "data.strict_checksums",
                 "name", "out_dir",  # where the run lives: auto-named and moved runs must resume
-                "keep_checkpoints", "init_from")  # where a run started from does not matter once it has a checkpoint
+                "keep_checkpoints", "init_from",  # where a run started from does not matter once it has a checkpoint
+                "git.allow_other_dataset")  # a check at start-up, not part of training
 # Keys that may differ between a run and the run it forks from (init_from): GIT changes nothing
 # before its first epoch, because every random draw derives from (seed, epoch, step).
 _FORK_FREE = _RESUME_FREE + ("git.", "method")
@@ -143,12 +133,17 @@ class BatchPlan:
     labels: torch.Tensor  # (B,) labels, after GIT's replacements
     gen_slots: torch.Tensor  # (k,) slots that GIT fills with generated samples
     gen_index: torch.Tensor  # (k,) second-stream images they are generated from
-    gen_augment: batches.AugmentParams | None = None
-    gen_styles: torch.Tensor | None = None  # (k, style_dim) random styles
+    gen_augment: batches.AugmentParams | None = None  # their augmentation draws (crop unset: git.input_crop=false)
+    git: MixPlan | None = None  # GIT's decisions: the slots again, their labels and random styles
 
     @property
     def generated(self) -> int:
         return len(self.gen_slots)
+
+    @property
+    def gen_styles(self) -> torch.Tensor | None:
+        """(k, style_dim) random styles of the generated slots."""
+        return None if self.git is None else self.git.styles
 
 
 class ClassifierRun(TrainingRun):
@@ -217,11 +212,18 @@ class ClassifierRun(TrainingRun):
         self.y_val = torch.from_numpy(ds.y_val).to(self.device)
         self.augmenter = batches.Augmenter(self.normalizer, cfg.augment, cfg.crop_padding,
                                            ds.nuisance if cfg.oracle else "none")
-        self.nuisance_sampler = None
+        self.nuisance_sampler, self.mixer = None, None
         if cfg.git.generator:
-            self.nuisance_sampler = NuisanceSampler.from_path(cfg.git.generator, self.device)
+            # The public mixer (invtransfer.git) makes GIT's decisions and writes the generated slots.
+            self.nuisance_sampler = load_generator(cfg.git.generator, self.device)
             check_compatible(self.nuisance_sampler.gen, ds.image_shape, f"dataset {ds.name!r}")
-            self.git_keep = git_keep_probability(cfg.git.weighting, counts, cfg.git.class_size_threshold)
+            self.nuisance_sampler.check_dataset(
+                ds.name, ds.fingerprint, nuisance=ds.nuisance, instance=ds.config["instance"],
+                what="the dataset of this run", override="git.allow_other_dataset=true",
+                allow_other_dataset=cfg.git.allow_other_dataset)
+            self.mixer = GitMixer(self.nuisance_sampler, counts, gen_frac=cfg.git.gen_frac,
+                                  weighting=cfg.git.weighting, class_size_threshold=cfg.git.class_size_threshold,
+                                  seed=cfg.seed, mean=self.normalizer.mean, std=self.normalizer.std)
 
     def sampler_for(self, epoch: int) -> str:
         rule = self.cfg.rule
@@ -278,7 +280,8 @@ class ClassifierRun(TrainingRun):
         ck = load_checkpoint(path, "classifier")
         check_resumable(ck, path, TrainConfig, self.cfg_dict, _FORK_FREE, self.run_dir, self.ds.fingerprint,
                         action="start from")
-        src_git = dict(ck["config"].get("git") or {})
+        # at today's defaults, so keys added since that run started do not count as differences
+        src_git = dict(to_dict(GitConfig()), **(ck["config"].get("git") or {}))
         if src_git.get("generator") and src_git != self.cfg_dict["git"]:
             raise InvTransferError(f"config key 'init_from'={cfg.init_from!r}: that run uses GIT with other "
                                    f"settings; start only from a run without GIT or with the same git.* keys.")
@@ -449,11 +452,13 @@ class ClassifierRun(TrainingRun):
         """The random decisions of one global batch, made on the CPU with the step's generators.
 
         Stream 1 draws the augmentation of the batch; with GIT (``bidx2`` = the second stream's
-        indices at the same positions) stream 2 decides which of ``k = gen_frac * n`` evenly spaced
-        candidate slots are generated, then draws those sources' augmentation and their random
-        styles. Evenly spaced (not the last k): with several processes each one's contiguous shard
-        then holds its share of the generated slots, so the generator's cost is split and no
-        process's batch-norm statistics come from generated images alone.
+        indices at the same positions) the mixer's stream 2 decides which of ``k = gen_frac * n``
+        evenly spaced candidate slots are generated (:meth:`GitMixer.choose`), then draws those
+        sources' augmentation and their random styles (:meth:`GitMixer.draw_styles`). Evenly spaced
+        (not the last k): with several processes each one's contiguous shard then holds its share
+        of the generated slots, so the generator's cost is split and no process's batch-norm
+        statistics come from generated images alone. With ``git.input_crop=false`` the sources'
+        crop offsets are still drawn, so every later draw is the same, but not applied.
         """
         bidx = bidx.cpu()
         g = batches.step_generator(self.cfg.seed, epoch, step, stream=1)
@@ -461,17 +466,18 @@ class ClassifierRun(TrainingRun):
         labels = self.y_train_cpu[bidx]  # a copy (advanced indexing), safe to overwrite
         none = torch.zeros(0, dtype=torch.long)
         plan = BatchPlan(bidx, augment, labels, none, none)
-        k = int(len(bidx) * self.cfg.git.gen_frac) if bidx2 is not None else 0
-        if k > 0:
-            g2 = batches.step_generator(self.cfg.seed, epoch, step, stream=2)
-            slots = torch.arange(k) * len(bidx) // k  # evenly spaced over the batch
-            src = bidx2.cpu()[slots]
-            use = torch.rand(len(src), generator=g2, dtype=torch.float64) < self.git_keep[self.y_train_cpu[src]]
-            if bool(use.any()):
-                plan.gen_slots, plan.gen_index = slots[use], src[use]
-                plan.gen_augment = self.augmenter.sample(plan.generated, g2)
-                plan.gen_styles = torch.randn(plan.generated, self.nuisance_sampler.gen.style_dim, generator=g2)
-                labels[plan.gen_slots] = self.y_train_cpu[plan.gen_index]
+        if bidx2 is not None and self.mixer is not None:
+            g2 = self.mixer.rng(epoch, step)
+            bidx2 = bidx2.cpu()
+            labels2 = self.y_train_cpu[bidx2]
+            slots = self.mixer.choose(labels2, g2)
+            if len(slots):
+                plan.gen_slots, plan.gen_index = slots, bidx2[slots]
+                plan.gen_augment = self.augmenter.sample(len(slots), g2)
+                if not self.cfg.git.input_crop:
+                    plan.gen_augment.crop = None
+                plan.git = MixPlan(slots, labels2[slots], self.mixer.draw_styles(len(slots), g2))
+                labels[slots] = plan.git.labels
         return plan
 
     def materialize(self, plan: BatchPlan, rows: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -485,12 +491,12 @@ class ClassifierRun(TrainingRun):
         x = self.augmenter.apply(self.x_train[batches.to_device(plan.index[start:stop], dev)],
                                  plan.augment.select(slice(start, stop)))
         y = batches.to_device(plan.labels[start:stop], dev)
-        mine = (plan.gen_slots >= start) & (plan.gen_slots < stop)
-        if bool(mine.any()):
-            x2 = self.augmenter.apply(self.x_train[batches.to_device(plan.gen_index[mine], dev)],
-                                      plan.gen_augment.select(mine))
-            x[batches.to_device(plan.gen_slots[mine] - start, dev)] = self.nuisance_sampler(
-                x2, self.normalizer.mean, self.normalizer.std, styles=plan.gen_styles[mine])
+        if plan.git is not None:
+            mine = plan.git.within(start, stop)
+            if bool(mine.any()):
+                x2 = self.augmenter.apply(self.x_train[batches.to_device(plan.gen_index[mine], dev)],
+                                          plan.gen_augment.select(mine))
+                self.mixer.replace(x, plan.git, x2, rows=(start, stop))
         return x, y
 
     def compose_batch(self, bidx: torch.Tensor, epoch: int, step: int,
@@ -622,7 +628,7 @@ class ClassifierRun(TrainingRun):
                    "few_shot_accuracy": test["few_shot_accuracy"], "shot_group_sizes": test["shot_group_sizes"],
                    "confusion_matrix": test["confusion_matrix"], "selected_weights": selected,
                    "wall_time_s": wall_time, "started_from": self.forked, "device": str(self.device),
-                   "versions": versions(),
+                   "git_generator": self._generator_used(), "versions": versions(),
                    "dataset_fingerprint": ds.fingerprint, "dataset_warnings": ds.warnings, "config": self.cfg_dict}
         json_dump(self.path("results.json"), results)
         self._write_csv()
@@ -630,6 +636,13 @@ class ClassifierRun(TrainingRun):
         print(f"test error {test['error']:.2f}%  balanced accuracy {test['balanced_accuracy']:.2f}%  "
               f"({selected['which']} weights, epoch {selected['epoch']}); outputs in {self.run_dir}", flush=True)
         return results
+
+    def _generator_used(self) -> dict | None:
+        """Which generator GIT used: path, its training data's name, instance and fingerprint,
+        its iteration and images seen, and whether another dataset's generator was allowed."""
+        if self.nuisance_sampler is None:
+            return None
+        return dict(self.nuisance_sampler.provenance(), allow_other_dataset=self.cfg.git.allow_other_dataset)
 
     def _records(self) -> list[dict]:
         with open(self.path("metrics.jsonl"), encoding="utf-8") as fh:

@@ -114,6 +114,12 @@ class GitConfig:
     weighting: str = option("none", "none: every slot; linear: keep with prob max((K-n_c)/(K-n_min), 0); "
                                     "threshold: only classes with n_c <= K", choices=("none", "linear", "threshold"))
     class_size_threshold: int | None = option(None, "K of the linear/threshold weighting", ge=1)
+    input_crop: bool = option(True, "random-crop the generator's input images as training images are cropped; "
+                                    "false: only flip them when the dataset's augmentation flips (the official "
+                                    "code's behaviour; GTSRB-LT, which never flips, then feeds them unchanged). "
+                                    "The random draws are the same either way")
+    allow_other_dataset: bool = option(False, "accept a generator trained on another dataset, nuisance, instance "
+                                              "or dataset options (a deliberate transfer); otherwise refused")
 
     def validate(self) -> None:
         if self.weighting != "none" and self.class_size_threshold is None:
