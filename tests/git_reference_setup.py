@@ -44,6 +44,7 @@ def write_generator(path, data: dict | None = None, channels: int = 1, size: int
 def reference_config(tmp, **top):
     from invtransfer.train import classifier
 
+    os.makedirs(tmp, exist_ok=True)
     npz = write_npz16(os.path.join(tmp, "tiny16.npz"))
     data = tiny_data_overrides(npz)
     d = {"data": data, "model": "resnet20", "augment": "crop_flip", "crop_padding": 2, "rule": "drs",

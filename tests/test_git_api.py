@@ -238,3 +238,43 @@ def test_generator_refuses_another_dataset_unless_allowed(tmp_path):
         anonymous.check_dataset("fmnist-dil-lt", fp, **kw)
     prov = gen.provenance()
     assert prov["dataset_fingerprint"] == fp and prov["path"] == str(tmp_path / "g.pt") and prov["instance"] == 0
+
+
+def test_input_crop_false_feeds_the_generator_only_flipped_images(tmp_path, monkeypatch):
+    """git.input_crop=false (the official code's behaviour): the generator's inputs are the
+    second stream's images, flipped where the augmentation flips, never cropped; the slots and
+    styles are those of input_crop=true (the crop offsets are drawn, not applied). With
+    augment=crop (GTSRB-LT, no flips) the inputs are the stored images unchanged."""
+    epoch, steps = reference_steps()
+    seen = []
+    real_generate = GitMixer.generate
+    monkeypatch.setattr(GitMixer, "generate", lambda self, s, st: seen.append(s.clone()) or real_generate(self, s, st))
+    for augment in ("crop_flip", "crop"):
+        plans, inputs = {}, {}
+        for crop in (True, False):
+            run, _ = reference_run(str(tmp_path / f"{augment}-{crop}"))
+            run.cfg.augment, run.cfg.git.input_crop = augment, crop
+            run._setup()
+            for step, ref in enumerate(steps):
+                plan = run.plan_batch(ref["bidx"], epoch, step, ref["bidx2"])
+                seen.clear()
+                run.materialize(plan)
+                plans[crop, step], inputs[crop, step] = plan, (torch.cat(seen) if seen else None)
+                if not plan.generated:
+                    continue
+                # the same draws, made again: the sources' augmentation follows the choice
+                rng = run.mixer.rng(epoch, step)
+                run.mixer.choose(run.y_train_cpu[ref["bidx2"]], rng)
+                drawn = run.augmenter.sample(plan.generated, rng)
+                sources = run.x_train[plan.gen_index]
+                if crop:
+                    assert torch.equal(inputs[crop, step], run.augmenter.apply(sources, drawn))  # as before
+                else:
+                    want = sources if drawn.flip is None else batches.flip_where(sources, drawn.flip)
+                    assert torch.equal(inputs[crop, step], run.normalizer(want))
+        for step in range(len(steps)):
+            a, b = plans[True, step], plans[False, step]
+            assert torch.equal(a.gen_slots, b.gen_slots) and torch.equal(a.labels, b.labels)
+            assert a.generated == 0 or torch.equal(a.gen_styles, b.gen_styles)
+        assert any(inputs[True, s] is not None and not torch.equal(inputs[True, s], inputs[False, s])
+                   for s in range(len(steps)))  # the crop did move some input
