@@ -36,6 +36,9 @@ def test_report_groups_seeds_and_shows_published(tmp_path):
     assert cli.main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")]) == 0
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "31.00 ± 1.00" in text and "29.64" in text and "empty" in text
+    # CE+DRS - CE on seed 0, the one pair; no eKLD rows where no run has an eKLD
+    assert "| cifar10-lt | CE+DRS − CE | error % (points) | 1 (0 / 0) | -5.00 | - | - | n = 1: no interval |" in text
+    assert "eKLD smallest third" not in text
     assert (tmp_path / "rep" / "per_class_accuracy_cifar10-lt.png").is_file()
 
 
@@ -72,7 +75,10 @@ def test_report_shows_invariance_spread_and_generator_samples(tmp_path):
     assert "| CE+DRS+GIT | 0 | 1 | 21.00 | 79.00 | 0.5000 | -0.70 | dil, 10 |" in text
     assert "1.0 min on cpu from epoch 31 of twin1 |" in text  # a run started from another's checkpoint
     # GIT instance 0 against CE+DRS instance 0 (the only pair): error 20 - 25, tail eKLD 0.3 - 0.9
-    assert "| fmnist-dil-lt | CE+DRS+GIT − CE+DRS | 1 (0) | -5.00 | 5.00 | -0.600 | 1 of 1 | 1 of 1 |" in text
+    for metric, diff in (("error % (points)", "-5.00"), ("bal. acc % (points)", "+5.00"),
+                         ("eKLD smallest third", "-0.600")):
+        assert (f"| fmnist-dil-lt | CE+DRS+GIT − CE+DRS | {metric} | 1 (0 / 0) | {diff} | - | - | "
+                f"n = 1: no interval |") in text
     assert (tmp_path / "rep" / "ekld_vs_class_size_fmnist-dil-lt_dil.png").stat().st_size > 1000
     grid = tmp_path / "rep" / "generator_samples_gen.png"
     assert grid.read_bytes() == b"\x89PNG fake grid" and grid.name in text
@@ -97,6 +103,24 @@ def test_report_counts_each_run_once(tmp_path):
         assert len(results) == 1 and summary_rows(results)[0]["n"] == 1, paths
     results = find_results([str(runs), str(runs / "b"), str(tmp_path / "copy")])
     assert [r["_path"] for r in results] == [str(runs / "a"), str(runs / "b")] and summary_rows(results)[0]["n"] == 2
+
+
+def test_report_reads_several_results_files_of_one_folder(tmp_path):
+    """Results files under other names in one folder (results/last_epoch/*.results.json) are
+    different runs, each named by its file; no invariance.json of the folder is read for them
+    (the folder used to identify the run: five of six files were dropped as repeats)."""
+    fake_run(tmp_path / "x", "CE", 0, 30.0)
+    for seed, method, error in ((0, "CE", 30.0), (1, "CE", 32.0), (0, "CE+DRS", 25.0)):
+        r = json.loads((tmp_path / "x" / "results.json").read_text())
+        (tmp_path / f"{method}_s{seed}.results.json").write_text(json.dumps(dict(r, method=method, seed=seed,
+                                                                                 test_error=error)))
+    fake_invariance(tmp_path, [0.1, 0.5], [100, 10], -0.5)  # not any of these runs'
+    results = find_results(sorted(str(f) for f in tmp_path.glob("*.results.json")))
+    assert [r["_path"] for r in results] == [str(tmp_path / f"{n}.results.json") for n in ("CE+DRS_s0", "CE_s0", "CE_s1")]
+    assert not any("invariance" in r for r in results)
+    assert {r["method"]: r["n"] for r in summary_rows(results)} == {"CE": 2, "CE+DRS": 1}
+    assert cli.main(["report", *map(str, tmp_path.glob("*.results.json")), "--out", str(tmp_path / "rep")]) == 0
+    assert "| `../CE_s1.results.json` | CE | 1 | 0 | 32.00 |" in (tmp_path / "rep" / "report.md").read_text()
 
 
 def test_report_refuses_two_runs_of_one_seed_and_instance(tmp_path, capsys):
@@ -132,7 +156,7 @@ def test_report_marks_means_of_part_of_a_group(tmp_path):
     assert "| 45.00 ± 5.00 (2 of 3) |" in ce and "| 0.500 (1 of 3) | -0.50 (1 of 3) |" in ce
     git = next(line for line in text.splitlines() if line.startswith("| cifar10-lt | CE+DRS+GIT | 2"))
     assert git.count("mixed settings (see every run)") == 2
-    assert "| cifar10-lt | CE+DRS+GIT − CE+DRS | 1 (0) |" in text
+    assert "| cifar10-lt | CE+DRS+GIT − CE+DRS | error % (points) | 1 (0 / 0) |" in text
     assert "CE+DRS+GIT: 1 run(s) without a CE+DRS run on the same instance and seed, not in the pairs: " \
            "`../runs/git5` (instance 0, seed 5)" in text
 

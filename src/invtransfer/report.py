@@ -10,7 +10,10 @@ correlation of per-class eKLD with class size (from the run's ``invariance.json`
 per run (the spread behind each mean), and per dataset a per-class accuracy against class size
 plot, an eKLD against class size plot (every run's classes as points, one colour per method, the
 line through the mean eKLD of each class size) and the sample grid of every generator a GIT run
-used.
+used. Between the summary and the runs, a paired table (see :func:`comparisons`) gives for each
+comparison and metric n, the mean difference ± its standard error, the 95 % t-interval, the
+paired t-test's p-value and a reading in words (:func:`reading`). ``report.json`` beside
+``report.md`` holds the same statistics for scripts.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import shutil
 from collections import defaultdict
 
 import numpy as np
+from scipy import stats
 
 from invtransfer.data.datasets import atomic_write_bytes
 from invtransfer.errors import InvTransferError
@@ -71,13 +75,18 @@ def find_results(paths: list[str]) -> list[dict]:
                 raise InvTransferError(f"{f} is not readable JSON ({e}).") from None
             if not isinstance(r, dict) or "test_error" not in r or "method" not in r:
                 raise InvTransferError(f"{f} is not an invtransfer results.json (no test_error/method).")
-            r["_path"] = os.path.dirname(os.path.abspath(f))
-            ids = (os.path.realpath(r["_path"]), hashlib.sha256(raw).hexdigest())
+            # A run is named by its directory; a results file under another name (several can share a
+            # folder, e.g. results/last_epoch/*.results.json) by itself, and is identified by the file,
+            # not its folder, so that the others in that folder are not taken for the same run.
+            in_run_dir = os.path.basename(f) == "results.json"
+            r["_path"] = os.path.dirname(os.path.abspath(f)) if in_run_dir else os.path.abspath(f)
+            ids = (os.path.realpath(f), hashlib.sha256(raw).hexdigest())
             if any(i in seen for i in ids):
                 continue  # the same run again
             seen.update(dict.fromkeys(ids, r["_path"]))
-            inv = os.path.join(r["_path"], "invariance.json")  # written by `invtransfer invariance`
-            if "invariance" not in r and os.path.isfile(inv):
+            # written by `invtransfer invariance` into the run directory
+            inv = os.path.join(os.path.dirname(os.path.abspath(f)), "invariance.json")
+            if "invariance" not in r and in_run_dir and os.path.isfile(inv):
                 try:
                     with open(inv, encoding="utf-8") as fh:
                         r["invariance"] = json.load(fh)
@@ -169,43 +178,136 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def paired_rows(results: list[dict]) -> list[dict]:
-    """Each ``X+GIT`` run against its ``X`` run on the same dataset, instance and seed.
+#: Metrics of the paired table: key in results.json (the tail eKLD: in invariance.json), label, digits.
+PAIRED_METRICS = (("test_error", "error % (points)", 2), ("test_balanced_accuracy", "bal. acc % (points)", 2),
+                  ("mean_ekld_smallest_third", "eKLD smallest third", 3))
 
-    Pairs remove the spread between dataset instances (and seeds) that both runs share; the
-    differences (GIT minus base) get mean ± standard error and a count of the pairs in which GIT
-    is better.
+
+def comparisons(methods: set[str]) -> list[tuple[str, str]]:
+    """The method pairs ``(A, B)`` a report compares as A − B within one dataset.
+
+    Each method against the method it adds one ``+component`` to (``CE+DRS+GIT − CE+DRS``,
+    ``CE+DRS+Oracle − CE+DRS``, ``CE+DRS − CE``, ``LDAM-DRW+GIT − LDAM-DRW``), and an oracle
+    against GIT on the same base (``CE+DRS+Oracle − CE+DRS+GIT``: how far GIT is from training with
+    the true nuisance). Only methods present in ``methods`` are paired.
+    """
+    out = []
+    for m in sorted(methods):
+        parent = m.rsplit("+", 1)[0]
+        if "+" in m and parent in methods:
+            out.append((m, parent))
+        if m.endswith("+Oracle") and m[:-len("+Oracle")] + "+GIT" in methods:
+            out.append((m, m[:-len("+Oracle")] + "+GIT"))
+    return out
+
+
+def paired_stats(diffs: list[float]) -> dict:
+    """n, mean difference, standard error, 95 % t-interval and two-sided paired t-test p-value.
+
+    ``diffs`` are per-pair differences A − B (runs on the same dataset instance and seed). The
+    standard error is the sample standard deviation (ddof 1) / √n; the interval is mean ± t ·
+    s.e. with t the 97.5 % quantile of Student's t with n − 1 degrees of freedom; p is the
+    two-sided p-value of mean / s.e. under that t distribution (scipy's ``ttest_rel`` of the
+    paired values). With n = 1 there is no standard error, interval or p (None). When every
+    difference is the same, the standard error is 0 and the interval is that value alone; p is then
+    1 if the value is 0 (nothing differs) and 0 otherwise (t is infinite), where scipy gives nan.
+    ``lower`` and ``higher`` count the pairs with a negative and a positive difference.
+    """
+    d = np.asarray(diffs, dtype=float)
+    n = len(d)
+    if n == 0:
+        raise ValueError("paired_stats needs at least one difference")
+    out = {"n": n, "mean": float(d.mean()), "se": None, "ci95": None, "p": None,
+           "lower": int((d < 0).sum()), "higher": int((d > 0).sum())}
+    if n > 1:
+        se = float(d.std(ddof=1) / math.sqrt(n))
+        half = float(stats.t.ppf(0.975, n - 1)) * se
+        if se > 0:
+            p = float(2 * stats.t.sf(abs(out["mean"]) / se, n - 1))
+        else:
+            p = 1.0 if out["mean"] == 0 else 0.0
+        out.update(se=se, ci95=[out["mean"] - half, out["mean"] + half], p=p)
+    out["reading"] = reading(out)
+    return out
+
+
+def reading(s: dict) -> str:
+    """The words for a paired difference (``paired_stats``' result), as RESULTS.md uses them.
+
+    - n = 1: ``"n = 1: no interval"``.
+    - The 95 % interval excludes 0 (both bounds below 0, or both above): ``"lower in k of n,
+      interval excludes 0"`` when the mean difference is negative, ``"higher in k of n, interval
+      excludes 0"`` when it is positive, k the pairs whose difference has that sign (A lower,
+      resp. higher, than B).
+    - The interval includes 0 (a bound at exactly 0 counts as including it): ``"not detected:
+      lower in k of n, interval includes 0"``, with "higher" and the positive pairs instead when
+      the mean is positive. A difference of the same sign in every pair is still not detected if
+      the interval includes 0; identical runs read "not detected: lower in 0 of n".
+
+    "Lower" and "higher" are the sign of A − B, not better or worse: lower error and higher
+    balanced accuracy are both better.
+    """
+    n = s["n"]
+    if s["ci95"] is None:
+        return f"n = {n}: no interval"
+    word, k = ("higher", s["higher"]) if s["mean"] > 0 else ("lower", s["lower"])
+    lo, hi = s["ci95"]
+    if lo > 0 or hi < 0:
+        return f"{word} in {k} of {n}, interval excludes 0"
+    return f"not detected: {word} in {k} of {n}, interval includes 0"
+
+
+def _tail_ekld(r: dict) -> float | None:
+    return r["invariance"]["mean_ekld_smallest_third"] if r.get("invariance") else None
+
+
+def paired_rows(results: list[dict]) -> list[dict]:
+    """Each comparison of :func:`comparisons`: runs of A and B on the same dataset, instance and seed.
+
+    Pairs remove the spread between dataset instances (and seeds) that both runs share. Per metric
+    of ``PAIRED_METRICS`` the differences A − B of the pairs that have the value on both sides get
+    :func:`paired_stats` (with the instances and seeds they come from), or None where no pair has
+    it, or ``"mixed settings"`` where the pairs' eKLD was measured with different transforms,
+    draws, images or split (not one quantity). ``unpaired`` holds the runs of A with no B run on
+    their instance and seed.
     """
     by_key = {(r["dataset"], r["method"], r.get("instance", 0), r["seed"]): r for r in results}
-    groups: dict[tuple[str, str], list[tuple[dict, dict]]] = defaultdict(list)
-    unpaired: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for (dataset, method, instance, seed), r in sorted(by_key.items()):
-        base = by_key.get((dataset, method[:-len("+GIT")], instance, seed)) if method.endswith("+GIT") else None
-        if base is not None:
-            groups[(dataset, method)].append((r, base))
-        elif method.endswith("+GIT"):
-            unpaired[(dataset, method)].append(r)
+    methods: dict[str, set[str]] = defaultdict(set)
+    for dataset, method, _, _ in by_key:
+        methods[dataset].add(method)
     rows = []
-    for (dataset, method), pairs in groups.items():
-        def diffs(get):
-            return [get(g) - get(b) for g, b in pairs if get(g) is not None and get(b) is not None]
-
-        def tail(r):
-            return r["invariance"]["mean_ekld_smallest_third"] if r.get("invariance") else None
-
-        d_err, d_bal, d_ekld = (diffs(lambda r: r["test_error"]), diffs(lambda r: r["test_balanced_accuracy"]),
-                                diffs(tail))
-        rows.append({"dataset": dataset, "method": method, "base": method[:-len("+GIT")], "n": len(pairs),
-                     "instances": sorted({g.get("instance", 0) for g, _ in pairs}),
-                     "d_error": mean_se(d_err), "d_balanced_accuracy": mean_se(d_bal),
-                     "d_ekld_smallest_third": mean_se(d_ekld) if d_ekld else None,
-                     "error_lower": sum(d < 0 for d in d_err), "ekld_lower": sum(d < 0 for d in d_ekld),
-                     "n_ekld": len(d_ekld), "unpaired": unpaired.get((dataset, method), [])})
+    for dataset in sorted(methods):
+        for a, b in comparisons(methods[dataset]):
+            pairs, unpaired = [], []
+            for (ds, method, instance, seed), r in sorted(by_key.items(), key=lambda kv: str(kv[0])):
+                if ds == dataset and method == a:
+                    partner = by_key.get((dataset, b, instance, seed))
+                    if partner is None:
+                        unpaired.append(r)
+                    else:
+                        pairs.append((r, partner))
+            if not pairs:
+                continue
+            row = {"dataset": dataset, "method": a, "base": b, "comparison": f"{a} − {b}", "n": len(pairs),
+                   "metrics": {}, "unpaired": unpaired}
+            for key, _, _ in PAIRED_METRICS:
+                get = _tail_ekld if key == "mean_ekld_smallest_third" else (lambda r, k=key: r.get(k))
+                both = [(x, y) for x, y in pairs if get(x) is not None and get(y) is not None]
+                if key == "mean_ekld_smallest_third" and len({_invariance_setting(r) for p in both for r in p}) > 1:
+                    row["metrics"][key] = "mixed settings"
+                elif both:
+                    st = paired_stats([get(x) - get(y) for x, y in both])
+                    st.update(instances=sorted({x.get("instance", 0) for x, _ in both}),
+                              seeds=sorted({x["seed"] for x, _ in both}))
+                    row["metrics"][key] = st
+                else:
+                    row["metrics"][key] = None
+            rows.append(row)
     return rows
 
 
 def unpaired_note(rows: list[dict], out_dir: str) -> str:
-    """The GIT runs a paired row leaves out (no base run on their instance and seed), named."""
+    """The runs a comparison leaves out (no run of the other method on their instance and seed), named."""
     lines = []
     for r in rows:
         if r["unpaired"]:
@@ -216,16 +318,35 @@ def unpaired_note(rows: list[dict], out_dir: str) -> str:
     return "\n" + "".join(lines) if lines else ""
 
 
-def paired_table(rows: list[dict]) -> str:
-    head = ["dataset", "comparison", "pairs (instances)", "Δ error (points)", "Δ bal. acc (points)",
-            "Δ eKLD smallest third", "GIT lower error", "GIT lower tail eKLD"]
+def format_p(p: float | None) -> str:
+    """Two significant digits (0.0025, 0.052, 0.25); below 0.0001 as '< 0.0001'."""
+    if p is None:
+        return "-"
+    return "< 0.0001" if p < 1e-4 else f"{p:.2g}"
+
+
+def paired_table(rows: list[dict], with_ekld: bool = True) -> str:
+    """One row per comparison and metric; no eKLD rows when ``with_ekld`` is false (no run has one)."""
+    head = ["dataset", "comparison (A − B)", "metric", "pairs (instances / seeds)", "mean Δ ± s.e.",
+            "95 % interval", "p (paired t)", "reading"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        lines.append("| " + " | ".join([
-            r["dataset"], f"{r['method']} − {r['base']}", f"{r['n']} ({','.join(map(str, r['instances']))})",
-            _fmt(r["d_error"]), _fmt(r["d_balanced_accuracy"]),
-            _fmt(r["d_ekld_smallest_third"], 3) if r["d_ekld_smallest_third"] else "-",
-            f"{r['error_lower']} of {r['n']}", f"{r['ekld_lower']} of {r['n_ekld']}" if r["n_ekld"] else "-"]) + " |")
+        for key, label, d in PAIRED_METRICS:
+            if key == "mean_ekld_smallest_third" and not with_ekld:
+                continue
+            s = r["metrics"][key]
+            cells = [r["dataset"], r["comparison"], label]
+            if s is None:
+                cells += [f"0 of {r['n']}", "-", "-", "-", "not measured"]
+            elif s == "mixed settings":
+                cells += [str(r["n"]), "mixed settings (see every run)", "-", "-", "-"]
+            else:
+                count = str(s["n"]) if s["n"] == r["n"] else f"{s['n']} of {r['n']}"
+                cells.append(f"{count} ({','.join(map(str, s['instances']))} / {','.join(map(str, s['seeds']))})")
+                cells.append(f"{s['mean']:+.{d}f}" + ("" if s["se"] is None else f" ± {s['se']:.{d}f}"))
+                cells.append("-" if s["ci95"] is None else f"[{s['ci95'][0]:+.{d}f}, {s['ci95'][1]:+.{d}f}]")
+                cells += [format_p(s["p"]), s["reading"]]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -312,8 +433,25 @@ def grid_file_names(gen_dirs: list[str]) -> dict[str, str]:
     return out
 
 
+def report_json(title: str, rows: list[dict], pairs: list[dict], results: list[dict], out_dir: str) -> dict:
+    """The statistics of report.md for scripts: groups (mean, s.e., n per metric), paired comparisons
+    (``paired_stats`` per metric, the runs left unpaired) and every run's path, relative to out_dir."""
+    stat_keys = {k for k, _ in COLUMNS} | {"mean_ekld_smallest_third", "spearman_rho"}
+
+    def rel(r):
+        return os.path.relpath(r["_path"], out_dir)
+
+    groups = [{k: dict(zip(("mean", "se", "n"), v)) if k in stat_keys and v is not None else v
+               for k, v in r.items()} for r in rows]
+    paired = [dict(p, unpaired=[rel(u) for u in p["unpaired"]]) for p in pairs]
+    runs = [{"run": rel(r), "dataset": r["dataset"], "method": r["method"], "instance": r.get("instance", 0),
+             "seed": r["seed"]} for r in results]
+    return {"title": title, "groups": groups, "paired": paired, "runs": runs}
+
+
 def write_report(paths: list[str], out_dir: str, title: str = "invtransfer report") -> str:
-    """Write ``out_dir/report.md`` (+ plots) for the runs under ``paths``; returns its path."""
+    """Write ``out_dir/report.md`` and ``report.json`` (+ plots) for the runs under ``paths``; returns
+    the path of report.md."""
     results = find_results(paths)
     os.makedirs(out_dir, exist_ok=True)
     rows = summary_rows(results)
@@ -325,9 +463,15 @@ def write_report(paths: list[str], out_dir: str, title: str = "invtransfer repor
              markdown_table(rows)]
     pairs = paired_rows(results)
     if pairs:
-        parts += ["\nPaired: each GIT run minus its base method's run on the same dataset instance and seed "
-                  "(mean ± standard error of the differences; negative error and eKLD differences favour GIT).\n\n",
-                  paired_table(pairs), unpaired_note(pairs, out_dir)]
+        parts += ["\nPaired: A − B over the runs of A and B on the same dataset instance and seed, for each "
+                  "method against the method it adds one component to, and an oracle against GIT on the same base. "
+                  "Per metric: n pairs, the mean difference ± its standard error, the 95 % t-interval (n − 1 "
+                  "degrees of freedom), the two-sided paired t-test's p-value, and the reading: \"lower (higher) in "
+                  "k of n, interval excludes 0\" where the interval excludes 0, \"not detected\" where it includes "
+                  "0 (k: the pairs in which A is lower, or higher). Negative error and eKLD differences, positive "
+                  "balanced-accuracy differences favour A.\n\n",
+                  paired_table(pairs, with_ekld=any(r.get("invariance") for r in results)),
+                  unpaired_note(pairs, out_dir)]
     parts += ["\nEvery run:\n\n", run_table(results, out_dir)]
     by_dataset: dict[str, list[dict]] = defaultdict(list)
     for r in results:
@@ -355,4 +499,7 @@ def write_report(paths: list[str], out_dir: str, title: str = "invtransfer repor
             os.remove(os.path.join(out_dir, f))
     path = os.path.join(out_dir, "report.md")
     atomic_write_bytes(path, "".join(parts).encode())
+    atomic_write_bytes(os.path.join(out_dir, "report.json"),
+                       (json.dumps(report_json(title, rows, pairs, results, out_dir), indent=1, ensure_ascii=False)
+                        + "\n").encode())
     return path
