@@ -89,8 +89,8 @@ class Reference:
         self.opt = torch.optim.SGD(self.model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                                    weight_decay=cfg.optim.weight_decay)
         data = ReferenceDataset(ds.x_train, ds.y_train, run.normalizer.mean, run.normalizer.std,
-                                padding=cfg.crop_padding if cfg.augment != "none" else 0,
-                                flip=cfg.augment == "crop_flip")
+                                padding=cfg.crop_padding if cfg.augment.crop != "none" else 0,
+                                flip=cfg.augment.crop == "crop_flip")
         self.loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True, num_workers=workers,
                                                   pin_memory=self.device.type == "cuda", drop_last=True,
                                                   persistent_workers=workers > 0)
@@ -216,7 +216,7 @@ def main() -> None:
                 rates[name].append(a.steps * bs / (time.perf_counter() - t))
 
         out = {"benchmark": "classifier_throughput", "config": a.config, "overrides": a.overrides, "data": data_desc,
-               "model": cfg.model, "batch_size": bs, "image_shape": list(base.ds.image_shape), "augment": cfg.augment,
+               "model": cfg.model, "batch_size": bs, "image_shape": list(base.ds.image_shape), "augment": cfg.augment.crop,
                "device": str(base.device), "amp": str(base.amp_dtype), "steps_per_block": a.steps,
                "repeats": a.repeats, "reference_workers": a.workers,
                "images_per_s": {k: spread(v) for k, v in rates.items()}, "compile_time_s": compile_s,
@@ -248,7 +248,7 @@ def main() -> None:
             profiles.setdefault("pure", profile_table(lambda: pure_step(0), a.profile_steps))
         out["profiles"] = profiles
 
-        print(f"{cfg.model} batch {bs} {tuple(base.ds.image_shape)} augment={cfg.augment} device={base.device} "
+        print(f"{cfg.model} batch {bs} {tuple(base.ds.image_shape)} augment={cfg.augment.crop} device={base.device} "
               f"data: {data_desc}; threads {torch.get_num_threads()}, load average {out['load_average']:.1f}")
         for name, v in out["images_per_s"].items():
             print(f"  {name:>14} images/s: {fmt(v)}")

@@ -30,6 +30,8 @@ def fmnist_tiny(tmp_path):
 
 
 COMMANDS = {  # script -> its arguments (a function of tmp_path where it needs data)
+    "augment_costs.py": lambda tmp: ["--config", "configs/cifar10_lt/ce.yaml", "--steps", "1", "--repeats", "1",
+                                     "--json", *CIFAR_TINY],
     "classifier_throughput.py": lambda tmp: ["--config", "configs/cifar10_lt/ce.yaml", "--steps", "1", "--repeats", "1",
                                              "--workers", "1", "--pipelines", "ours", "ours_nchw", "pure", "data",
                                              "reference", "--json", *CIFAR_TINY],  # ours_compile: ~1 min of compile
@@ -71,7 +73,14 @@ def test_every_benchmark_script_has_a_smoke_test():
 @pytest.mark.parametrize("script", sorted(COMMANDS))
 def test_benchmark_script_runs_and_reports(script, tmp_path):
     out = run_script(script, COMMANDS[script](tmp_path)).stdout
-    if script == "classifier_throughput.py":
+    if script == "augment_costs.py":
+        d = last_json(out)
+        variants = ["crop_flip", "randaugment", "autoaugment", "trivialaugment", "mixup", "cutmix", "sam", "tail_sam"]
+        check_spreads(d["seconds_per_step"], variants)
+        check_spreads(d["ratios"], [f"{v}/crop_flip" for v in variants[1:]])
+        assert all(v["min"] > 0 for v in d["ratios"].values())
+        assert d["batch_size"] == 16 and d["tail_threshold"] == 10
+    elif script == "classifier_throughput.py":
         d = last_json(out)
         check_spreads(d["images_per_s"], ["ours", "ours_nchw", "pure", "data", "reference"])
         check_spreads(d["ratios"], ["ours/pure", "ours/reference", "ours_nchw/reference", "ours/ours_nchw",

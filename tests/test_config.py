@@ -151,7 +151,9 @@ def test_method_presets_follow_the_paper(family):
         assert (o.epochs, o.decay1_epoch, o.decay2_epoch, cfg.e1) == (epochs, e1, e2, e1), f
         assert (o.batch_size, o.lr, o.momentum, o.weight_decay, o.warmup_epochs) == (128, 0.1, 0.9, 2e-4, 5), f
         assert (o.schedule, o.decay1_factor, o.decay2_factor) == ("step", 0.01, 1e-4), f
-        assert cfg.augment == augment, f
+        assert cfg.augment.crop == augment, f
+        # the paper's recipe: no strong augmentation, no SAM (those are options on top)
+        assert (cfg.augment.policy, cfg.augment.mixup, cfg.augment.cutmix, o.sam_rho) == ("none", 0.0, 0.0, 0.0), f
         if augment == "crop_flip":
             assert cfg.crop_padding == 4, f
         assert cfg.select == select, f

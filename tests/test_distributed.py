@@ -282,6 +282,73 @@ def test_two_processes_match_one_process(setup):
     assert all(torch.equal(resumed[k], straight[k]) for k in straight)
 
 
+STRONG = {"augment": {"crop": "crop_flip", "policy": "trivialaugment", "policy_group": 4, "mixup": 0.4,
+                      "cutmix": 1.0},
+          "rule": "drw", "sync_bn": True}  # DRW: class-weighted means, one loss share per mixed term
+
+
+def _strong_steps(run, steps=2):
+    """``steps`` training steps of epoch 2 (GIT, DRW) on an odd global batch (unequal shards);
+    returns each step's rows and this process's strongly augmented images, and the weights after
+    the first step."""
+    seen = []
+    for step in range(steps):
+        bidx, bidx2 = torch.arange(13) * 5 + step, torch.arange(13) * 3 + 1
+        plan = run.plan_batch(bidx, 2, step, bidx2)
+        rows = run.dist.shard(13)
+        x, y = run.materialize(plan, rows)
+        seen.append((rows, run.strong_augment(x, y, plan, rows, 2, step)[0].detach().clone()))
+        run._train_step(bidx, 2, step, run.class_weight_for(2), bidx2)
+        if step == 0:
+            first = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+    return seen, first
+
+
+def _strong_worker(rank, world, port, cfg, result_dir):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    run = classifier.ClassifierRun(from_dict(classifier.TrainConfig, cfg))
+    run._setup()
+    seen, first = _strong_steps(run)
+    torch.save({"model": run.model.state_dict(), "first": first, "seen": seen}, os.path.join(result_dir, f"rank{rank}.pt"))
+    run.dist.close(wait=True)
+    with open(os.path.join(result_dir, f"rank{rank}.json"), "w") as fh:
+        json.dump({"rank": rank}, fh)
+
+
+@pytest.mark.parametrize("sam_rho", [0.0, 0.05])
+def test_strong_augmentation_and_sam_steps_of_two_processes_are_one_processs(setup, sam_rho):
+    """Policy groups and mixing partners cross the shards: each process gathers the global batch
+    and gets exactly its rows of the one process's augmented batch (GIT's rows included). Mixed
+    targets take one loss share per term, and SAM's first pass all-reduces (the perturbation is the
+    global batch's), so a step gives the one process's weights up to float sum order (measured
+    ~1e-7; 1e-5 asserted, while a wrong share or a per-process perturbation moves them by ~1e-3 at
+    this lr). Only one step: from the second on, a ReLU activation within ~1e-7 of zero that
+    changes side (common with the policies' tied pixel values: zero fill, posterize, equalize)
+    turns float noise into gradient jumps of the layers below it, ~1e-3 of weight over a run,
+    as one process with 1 and 2 threads differs (see the module docstring)."""
+    cfg = dict(setup["cfg"], **STRONG, optim=dict(setup["cfg"]["optim"], lr=0.05, sam_rho=sam_rho))
+    with one_thread():
+        single = classifier.ClassifierRun(from_dict(classifier.TrainConfig, dict(cfg, name=f"single_{sam_rho}")))
+        single._setup()
+        seen, first = _strong_steps(single)
+    result_dir = setup["tmp"] / f"strong_{sam_rho}"
+    result_dir.mkdir()
+    spawn_and_read(_strong_worker, 2, (dict(cfg, name=f"ddp_{sam_rho}"), str(result_dir)), result_dir)
+    parts = [torch.load(result_dir / f"rank{r}.pt") for r in range(2)]
+    for step, (rows, full) in enumerate(seen):
+        assert rows == (0, 13)
+        for part in parts:
+            (start, stop), mine = part["seen"][step]
+            # generated rows: the generator on a sub-batch (1e-5, test_shards_rebuild...); mixing spreads them
+            assert torch.allclose(mine, full[start:stop], atol=1e-4), step
+    diff = max_diff(first, parts[0]["first"], buffers=False)
+    assert diff < 1e-5, diff
+    assert max_diff(parts[0]["model"], parts[1]["model"]) == 0.0  # the processes agree exactly
+    print(f"sam_rho {sam_rho}: max abs weight difference to one process after a step {diff:.2e}")
+
+
 def test_generator_two_processes_match_one_process(setup):
     tmp = setup["tmp"]
     cfg = {"data": {"name": "fmnist-dil-lt", "source": "npz", "npz_file": setup["npz"], "profile": "list",

@@ -253,7 +253,7 @@ def test_input_crop_false_feeds_the_generator_only_flipped_images(tmp_path, monk
         plans, inputs = {}, {}
         for crop in (True, False):
             run, _ = reference_run(str(tmp_path / f"{augment}-{crop}"))
-            run.cfg.augment, run.cfg.git.input_crop = augment, crop
+            run.cfg.augment.crop, run.cfg.git.input_crop = augment, crop
             run._setup()
             for step, ref in enumerate(steps):
                 plan = run.plan_batch(ref["bidx"], epoch, step, ref["bidx2"])

@@ -11,6 +11,13 @@ Validation happens on load: unknown keys (with a suggestion), values of the wron
 out-of-range values and values outside the allowed choices are :class:`InvTransferError` naming
 the dotted key and what is allowed. A dataclass may define ``validate(self)`` for checks that
 involve several fields; it is called after its fields are set.
+
+Shorthand: a nested dataclass with a class attribute ``shorthand = "field"`` also accepts a plain
+value for itself, meaning that one field (``augment: crop_flip`` is ``augment: {crop: crop_flip}``;
+this is how a key that was once a value grew sub-keys without breaking old configs, checkpoints
+and command lines). Shorthands are expanded in every YAML file and in the overrides before they
+are merged, so ``augment: none`` in a base file and ``augment.policy=randaugment`` on the command
+line combine to both.
 """
 
 from __future__ import annotations
@@ -74,6 +81,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
+        if not isinstance(value, dict) and getattr(tp, "shorthand", None):
+            value = {tp.shorthand: value}
         if not isinstance(value, dict):
             raise InvTransferError(f"config key '{key}': got {value!r}, expected a mapping of the "
                                    f"fields of {tp.__name__}.")
@@ -208,8 +217,27 @@ def deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
-def read_yaml(path: str | os.PathLike, _seen: tuple = ()) -> dict:
-    """Read a config YAML, following its optional ``base:`` key (relative to the file)."""
+def expand_shorthands(cls: type, data: dict) -> dict:
+    """``data`` (a mapping for ``cls``) with the plain values of shorthand dataclass fields turned
+    into ``{shorthand: value}``, at any depth (see the module docstring)."""
+    if not isinstance(data, dict) or not dataclasses.is_dataclass(cls):
+        return data
+    hints = typing.get_type_hints(cls)
+    out = dict(data)
+    for f in dataclasses.fields(cls):
+        tp = hints.get(f.name)
+        if f.name not in out or not dataclasses.is_dataclass(tp):
+            continue
+        value = out[f.name]
+        if not isinstance(value, dict) and getattr(tp, "shorthand", None) and not isinstance(value, tp):
+            value = {tp.shorthand: value}
+        out[f.name] = expand_shorthands(tp, value)
+    return out
+
+
+def read_yaml(path: str | os.PathLike, _seen: tuple = (), cls: type | None = None) -> dict:
+    """Read a config YAML, following its optional ``base:`` key (relative to the file); with
+    ``cls``, each file's shorthands are expanded before it is merged with its base."""
     path = os.path.abspath(os.fspath(path))
     if path in _seen:
         raise InvTransferError(f"config file {path}: 'base' chain loops back to itself.")
@@ -230,16 +258,17 @@ def read_yaml(path: str | os.PathLike, _seen: tuple = ()) -> dict:
     if base is not None:
         if not isinstance(base, str):
             raise InvTransferError(f"config file {path}: 'base' must be a path to another YAML file.")
-        data = deep_merge(read_yaml(os.path.join(os.path.dirname(path), base), _seen + (path,)), data)
-    return data
+        data = deep_merge(read_yaml(os.path.join(os.path.dirname(path), base), _seen + (path,), cls),
+                          expand_shorthands(cls, data) if cls is not None else data)
+    return expand_shorthands(cls, data) if cls is not None else data
 
 
 def load_config(cls: type[T], path: str | os.PathLike | None = None,
                 overrides: Sequence[str] | dict = ()) -> T:
     """Dataclass defaults <- YAML file (if any) <- overrides, validated."""
-    data = read_yaml(path) if path else {}
+    data = read_yaml(path, cls=cls) if path else {}
     over = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
-    return from_dict(cls, deep_merge(data, over))
+    return from_dict(cls, deep_merge(data, expand_shorthands(cls, over)))
 
 
 def dump_yaml(cfg: Any) -> str:

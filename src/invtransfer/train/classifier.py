@@ -57,7 +57,8 @@ from typing import Any
 
 import torch
 
-from invtransfer.data import batches, datasets
+from invtransfer.data import augment, batches, datasets
+from invtransfer.data.augment import BatchAugment, MixedTargets, Policy
 from invtransfer.config import to_dict
 from invtransfer.errors import InvTransferError
 from invtransfer.git import GitMixer, MixPlan, load_generator
@@ -83,6 +84,7 @@ from invtransfer.train.configs import (  # noqa: F401 (re-exported: the configs 
     learning_rate,
     method_label,
 )
+from invtransfer.train.sam import SharpnessAware, tail_classes
 from invtransfer.train.inference import (  # noqa: F401 (re-exported: they lived here)
     NuisanceSampler,
     check_compatible,
@@ -166,6 +168,10 @@ class ClassifierRun(TrainingRun):
             raise InvTransferError(f"config key 'oracle=true' needs a dataset with a synthetic nuisance; "
                                    f"{self.ds.name!r} has none (use e.g. fmnist-bg-lt).")
         self._summary_writer = _summary_writer_class() if cfg.tensorboard and self.dist.is_main else None
+        o = cfg.optim
+        # Tail-class SAM's classes (bool, CPU), checked before the run directory exists.
+        self.tail_cpu = (tail_classes(self.ds.train_class_counts, o.sam_tail_threshold)
+                         if o.sam_rho > 0 and o.sam_classes == "tail" else None)
 
     def method_tag(self) -> str:
         return self.method.replace("+", "-")
@@ -210,8 +216,10 @@ class ClassifierRun(TrainingRun):
         self.counts_t = torch.tensor(counts)
         self.x_val = batches.to_device_images(ds.x_val, self.device)
         self.y_val = torch.from_numpy(ds.y_val).to(self.device)
-        self.augmenter = batches.Augmenter(self.normalizer, cfg.augment, cfg.crop_padding,
+        self.augmenter = batches.Augmenter(self.normalizer, cfg.augment.crop, cfg.crop_padding,
                                            ds.nuisance if cfg.oracle else "none")
+        self.batch_augment = self._strong_augment()
+        self.sam = self._sharpness_aware()
         self.nuisance_sampler, self.mixer = None, None
         if cfg.git.generator:
             # The public mixer (invtransfer.git) makes GIT's decisions and writes the generated slots.
@@ -224,6 +232,31 @@ class ClassifierRun(TrainingRun):
             self.mixer = GitMixer(self.nuisance_sampler, counts, gen_frac=cfg.git.gen_frac,
                                   weighting=cfg.git.weighting, class_size_threshold=cfg.git.class_size_threshold,
                                   seed=cfg.seed, mean=self.normalizer.mean, std=self.normalizer.std)
+
+    def _strong_augment(self) -> BatchAugment | None:
+        """The policy and mixing of ``augment.*`` (data/augment.py), or None when both are off."""
+        a = self.cfg.augment
+        policy = None if a.policy == "none" else Policy(
+            a.policy, group=a.policy_group, randaugment_n=a.randaugment_n, randaugment_m=a.randaugment_m,
+            autoaugment_policy=a.autoaugment_policy)
+        strong = BatchAugment(policy, mixup=a.mixup, cutmix=a.cutmix)
+        return strong if strong.active else None
+
+    def _sharpness_aware(self) -> SharpnessAware | None:
+        """SAM around the SGD step (train/sam.py) when ``optim.sam_rho > 0``."""
+        o = self.cfg.optim
+        if o.sam_rho <= 0:
+            return None
+        if self.tail_cpu is not None:
+            # Tail-class SAM's ascent loss: the class weights (ones without reweighting) on the
+            # tail classes only; on the host for the processes' loss shares, on the device for the loss.
+            tail = self.tail_cpu.float()
+            self.tail_weight_cpu = {False: tail, True: self.class_weight_cpu * tail}
+            self.tail_weight = {k: v.to(self.device) for k, v in self.tail_weight_cpu.items()}
+        return SharpnessAware(self.model.parameters(), o.sam_rho)
+
+    def sam_active(self, epoch: int) -> bool:
+        return self.sam is not None and epoch >= self.cfg.optim.sam_start_epoch
 
     def sampler_for(self, epoch: int) -> str:
         rule = self.cfg.rule
@@ -499,12 +532,36 @@ class ClassifierRun(TrainingRun):
                 self.mixer.replace(x, plan.git, x2, rows=(start, stop))
         return x, y
 
-    def compose_batch(self, bidx: torch.Tensor, epoch: int, step: int,
-                      bidx2: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """The normalised training batch and labels of one step (with GIT's generated slots)."""
+    def compose_batch(self, bidx: torch.Tensor, epoch: int, step: int, bidx2: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor | MixedTargets, int]:
+        """The normalised training batch and targets of one step (GIT's generated slots, then the
+        policy and mixing of ``augment.*``)."""
         plan = self.plan_batch(bidx, epoch, step, bidx2)
         x, y = self.materialize(plan)
+        x, y, _ = self.strong_augment(x, y, plan, (0, len(plan.index)), epoch, step)
         return x, y, plan.generated
+
+    def strong_augment(self, x: torch.Tensor, y: torch.Tensor, plan: BatchPlan, rows: tuple[int, int], epoch: int,
+                       step: int) -> tuple[torch.Tensor, torch.Tensor | MixedTargets, torch.Tensor | MixedTargets]:
+        """``augment.policy`` and mixing (data/augment.py) of this process's rows ``x``, ``y`` of a
+        composed batch; also returns the global batch's targets (host), which the losses' shares need.
+
+        They act on the batch as GIT left it, so generated rows are augmented and mixed like real
+        ones. Both need the whole batch (policy groups and mixing partners cross the processes'
+        shards), so several processes gather it and each applies the same draws to all of it.
+        """
+        if self.batch_augment is None:
+            return x, y, plan.labels
+        n = len(plan.index)
+        g = batches.step_generator(self.cfg.seed, epoch, step, stream=augment.STREAM)
+        draw = self.batch_augment.draw(n, x.shape[-2], x.shape[-1], g)
+        x = self.batch_augment.images(self.dist.gather_rows(x, n), draw, self.normalizer, rows)
+        targets = self.batch_augment.targets(plan.labels, draw)
+        if not isinstance(targets, MixedTargets):
+            return x, y, targets
+        mine = self.batch_augment.targets(plan.labels, draw, rows)
+        return x, MixedTargets(batches.to_device(mine.a, self.device), batches.to_device(mine.b, self.device),
+                               mine.lam), targets
 
     def _train_step(self, bidx: torch.Tensor, epoch: int, step: int, weight: torch.Tensor | None,
                     bidx2: torch.Tensor | None = None) -> tuple[float, int, int]:
@@ -517,25 +574,94 @@ class ClassifierRun(TrainingRun):
         plan = self.plan_batch(bidx, epoch, step, bidx2)
         rows = self.dist.shard(len(plan.index))
         x, y = self.materialize(plan, rows)
+        x, y, targets = self.strong_augment(x, y, plan, rows, epoch, step)
         if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(self.device, self.amp_dtype):
-            logits = self.train_model(x)
-        loss = self.loss_fn(logits.float(), y, class_weight=weight)
-        if self.dist.enabled:
-            weighted = weight is not None and self.loss_fn.weighted_mean
-            mean_weights = self.class_weight_cpu[plan.labels] if weighted else torch.ones(len(plan.labels))
-            loss = loss * self.dist.loss_scale(mean_weights, rows)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        correct = (logits.argmax(1) == y).sum()
+        if self.sam_active(epoch) and self._has_ascent(targets):
+            loss, logits = self._sam_update(x, y, targets, rows, weight)
+        else:
+            loss, logits = self._sgd_update(x, y, targets, rows, weight)
+        # Mixed rows count as correct for the label with the larger share.
+        hard = y if not isinstance(y, MixedTargets) else (y.a if y.lam >= 0.5 else y.b)
+        correct = (logits.argmax(1) == hard).sum()
         if not self.dist.enabled:
             loss_value, correct_value = torch.stack([loss.detach(), correct.to(loss.dtype)]).tolist()
             return loss_value, int(correct_value), plan.generated
         stats = torch.stack([loss.detach().double(), correct.double()])
         (loss_sum, correct_sum), self._agreed_stop = self.agree_on_stop(stats)
         return loss_sum / self.dist.world_size, int(correct_sum), plan.generated
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device, self.amp_dtype):
+            return self.train_model(x)
+
+    def _sgd_update(self, x: torch.Tensor, y, targets, rows: tuple[int, int],
+                    weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward, loss, backward and optimiser step; returns the loss and the logits."""
+        logits = self._forward(x)
+        loss = self.shard_loss(logits.float(), y, targets, rows, weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss, logits
+
+    def _sam_update(self, x: torch.Tensor, y, targets, rows: tuple[int, int],
+                    weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM's step (train/sam.py): gradient at the weights (of the tail classes' loss with
+        sam_classes=tail), gradient of the loss at the perturbed weights, optimiser step at the
+        weights. Returns the loss and logits at the weights, as the plain step does."""
+        seen: dict[str, torch.Tensor] = {}
+
+        def ascent() -> torch.Tensor:
+            seen["logits"] = logits = self._forward(x)
+            seen["loss"] = self.shard_loss(logits.float(), y, targets, rows, weight)
+            if self.tail_cpu is None:
+                return seen["loss"]
+            return self.shard_loss(logits.float(), y, targets, rows, weight, tail=True)
+
+        def descent() -> torch.Tensor:
+            seen["perturbed"] = self.shard_loss(self._forward(x).float(), y, targets, rows, weight)
+            return seen["perturbed"]
+
+        self.sam.gradient(ascent, descent, self.model)
+        self.optimizer.step()
+        # A non-finite loss at the perturbed weights stops the run like one at the weights
+        # (0 * inf and 0 * nan are nan; 0 * a finite loss adds nothing).
+        return seen["loss"] + 0.0 * seen["perturbed"].detach(), seen["logits"]
+
+    def _has_ascent(self, targets) -> bool:
+        """Whether SAM's perturbation can be nonzero: always, except for tail-class SAM on a
+        global batch without a tail example (its step is then the plain one)."""
+        if self.tail_cpu is None:
+            return True
+        return any(bool(self.tail_cpu[labels].any()) for labels, _ in _terms(targets))
+
+    def shard_loss(self, logits: torch.Tensor, y, targets, rows: tuple[int, int], weight: torch.Tensor | None,
+                   tail: bool = False) -> torch.Tensor:
+        """This process's share of the global batch's mean loss.
+
+        ``y``: the targets of its rows ``rows`` (labels or :class:`MixedTargets`); ``targets``: the
+        global batch's, on the host. Each term of mixed targets is a mean with its own labels'
+        weights, so each gets its own share (:meth:`Dist.loss_scale`). ``tail``: the loss of the
+        tail classes' examples only (tail-class SAM's ascent), a term without such an example 0.
+        """
+        if not tail and not self.dist.enabled:
+            return self.loss_fn(logits, y, class_weight=weight)
+        per_class, per_class_cpu = weight, (None if weight is None else self.class_weight_cpu)
+        if tail:
+            per_class_cpu = self.tail_weight_cpu[weight is not None]
+            per_class = self.tail_weight[weight is not None]
+        weighted = per_class is not None and self.loss_fn.weighted_mean
+        total = None
+        for (local, lam), (labels, _) in zip(_terms(y), _terms(targets)):
+            mean_weights = per_class_cpu[labels] if weighted else torch.ones(len(labels))
+            if weighted and not bool(mean_weights[rows[0]:rows[1]].any()):
+                term = logits.sum() * 0.0  # no example of weight > 0 here: 0, not 0/0 (graph kept for DDP)
+            else:
+                term = self.loss_fn(logits, local, class_weight=per_class) * self.dist.loss_scale(mean_weights, rows)
+            term = term if lam == 1.0 else lam * term
+            total = term if total is None else total + term
+        return total
 
     def _progress(self, epoch: int, steps: int, start_step: int):
         if self.cfg.quiet or not self.dist.is_main:
@@ -680,6 +806,11 @@ class ClassifierRun(TrainingRun):
         fig.savefig(self.path("curves.png"), dpi=90)
         plt.close(fig)
         plot_per_class_accuracy([results], self.path("per_class_accuracy.png"))
+
+
+def _terms(targets) -> tuple:
+    """``((labels, weight), ...)``: one term of hard labels, or the two of mixed targets."""
+    return targets.terms() if isinstance(targets, MixedTargets) else ((targets, 1.0),)
 
 
 def plot_per_class_accuracy(results: list[dict], path: str) -> None:

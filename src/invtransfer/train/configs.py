@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from invtransfer.config import option
-from invtransfer.data import batches
+from invtransfer.data import augment, batches
 from invtransfer.data.datasets import DatasetConfig
 from invtransfer.errors import InvTransferError
 from invtransfer.fileio import check_run_name
 from invtransfer.models.munit import MunitArch
 from invtransfer.models.resnet_cifar import MODELS
-from invtransfer.train import losses
+from invtransfer.train import losses, sam
 
 RULES = ("erm", "resample", "reweight", "drs", "drw")
 
@@ -45,11 +45,21 @@ class OptimConfig:
                                                "and E2 keep their fraction of optim.epochs (e.g. 20 on the CIFAR "
                                                "schedule 200/160/180 with warm-up 5: 20 epochs, warm-up 1, E1 16, "
                                                "E2 18)", ge=1)
+    sam_rho: float = option(0.0, "SAM's radius rho (Foret et al. 2021): the gradient is taken at the weights moved "
+                                 "by rho along the normalised gradient; 0: off (plain SGD). Costs a second "
+                                 "forward/backward per step", ge=0)
+    sam_classes: str = option("all", "all: SAM's perturbation from the whole loss; tail: from the loss of the tail "
+                                     "classes' examples only (n_c <= optim.sam_tail_threshold)", choices=sam.SAM_CLASSES)
+    sam_tail_threshold: int | None = option(None, "K of sam_classes=tail: the classes with at most K training images",
+                                            ge=1)
+    sam_start_epoch: int = option(0, "first epoch (0-based) with SAM; plain SGD before (scaled with "
+                                     "optim.scale_to_epochs)", ge=0)
 
     def __post_init__(self) -> None:
         # Scaled on construction, so that the config, config.yaml and results.json hold the epochs
         # the run trains; scaling a scaled config (epochs == scale_to_epochs) changes nothing.
         if self.scale_to_epochs is not None and self.scale_to_epochs != self.epochs:
+            self.sam_start_epoch = int(math.floor(self.sam_start_epoch * self.scale_to_epochs / self.epochs + 0.5))
             self.epochs, self.warmup_epochs, self.decay1_epoch, self.decay2_epoch = scaled_schedule(
                 self.epochs, self.warmup_epochs, self.decay1_epoch, self.decay2_epoch, self.scale_to_epochs)
 
@@ -71,6 +81,12 @@ class OptimConfig:
         if self.schedule == "cosine" and w > n:
             problems.append(f"config key 'optim.warmup_epochs'={w} is longer than optim.epochs={n}: the run would end "
                             f"inside the warm-up")
+        if self.sam_rho > 0 and self.sam_classes == "tail" and self.sam_tail_threshold is None:
+            problems.append("config key 'optim.sam_tail_threshold' (K) is required with optim.sam_classes=tail (e.g. "
+                            "100 on CIFAR-10-LT: its 2 smallest classes)")
+        if self.sam_rho > 0 and self.sam_start_epoch >= n:
+            problems.append(f"config key 'optim.sam_start_epoch'={self.sam_start_epoch} is not before optim.epochs={n}: "
+                            f"SAM would never run")
         if problems:
             how = (f" These are the values optim.scale_to_epochs={self.scale_to_epochs} scaled the schedule to."
                    if self.scale_to_epochs is not None else
@@ -128,6 +144,38 @@ class GitConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Training-time augmentation: crop/flip (:mod:`invtransfer.data.batches`), then a policy and
+    mixup/CutMix (:mod:`invtransfer.data.augment`).
+
+    A plain value, ``augment: crop_flip``, sets ``crop``: the key's whole meaning before it had
+    sub-keys, so old configs, command lines and checkpoints keep working.
+    """
+
+    shorthand = "crop"  # not a field (no annotation): see invtransfer.config
+    crop: str = option("crop_flip", "batched zero-padded random crop (crop_padding) and horizontal flip",
+                       choices=batches.AUGMENTATIONS)
+    policy: str = option("none", "kornia's auto-augmentation policy, after crop/flip and GIT's rows",
+                         choices=augment.POLICIES)
+    autoaugment_policy: str = option("cifar10", "which learned AutoAugment policy (kornia's)",
+                                     choices=augment.AUTOAUGMENT_POLICIES)
+    randaugment_n: int = option(2, "RandAugment: operations per image", ge=1, le=15)
+    randaugment_m: int = option(9, "RandAugment: magnitude, m/30 of each operation's range (torchvision's default: "
+                                   "9 of 31 bins)", gt=0, lt=30)
+    policy_group: int = option(16, "rows per draw of the policy's operations (kornia draws them once per call; the "
+                                   "papers per image)", ge=1)
+    mixup: float = option(0.0, "alpha of mixup's Beta(alpha, alpha); 0: off", ge=0)
+    cutmix: float = option(0.0, "alpha of CutMix's Beta(alpha, alpha); 0: off. Both set: one of the two per step, "
+                                "1/2 each", ge=0)
+
+    def validate(self) -> None:
+        for key in ("mixup", "cutmix"):
+            if not math.isfinite(getattr(self, key)):
+                raise InvTransferError(f"config key 'augment.{key}' must be a finite alpha >= 0 (0: off), got "
+                                       f"{getattr(self, key)}.")
+
+
+@dataclass
 class RunOptions:
     """Where and how a training run runs; both job configs have these keys (at the top level).
 
@@ -165,7 +213,7 @@ class TrainConfig(RunOptions):
     loss: LossConfig = field(default_factory=LossConfig)
     rule: str = option("erm", "long-tail rule", choices=RULES)
     switch_epoch: int | None = option(None, "E1 of DRS/DRW (default optim.decay1_epoch)", ge=0)
-    augment: str = option("crop_flip", "batched augmentation", choices=batches.AUGMENTATIONS)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     crop_padding: int = option(4, "zero padding of the random crop", ge=0)
     oracle: bool = option(False, "apply the dataset's true nuisance online to every training example")
     git: GitConfig = field(default_factory=GitConfig)
@@ -216,13 +264,19 @@ class TrainConfig(RunOptions):
 
 
 def method_label(cfg: TrainConfig) -> str:
-    """'CE', 'CE+DRS', 'LDAM-DRW', 'Focal', 'BalancedSoftmax+DRS', ... (+Oracle)."""
+    """'CE', 'CE+DRS', 'LDAM-DRW', 'Focal', 'BalancedSoftmax+DRS', ... (+Oracle), then the options
+    that change training (+RandAugment, +Mixup, +CutMix, +SAM or +TailSAM), then +GIT."""
     if cfg.method:
         return cfg.method
     base = losses.LOSSES[cfg.loss.name].label
     label = base if cfg.rule == "erm" else (f"{base}-DRW" if cfg.loss.name == "ldam" and cfg.rule == "drw"
                                             else f"{base}+{cfg.rule.upper() if cfg.rule in ('drs', 'drw') else cfg.rule}")
-    return label + ("+Oracle" if cfg.oracle else "") + ("+GIT" if cfg.git.generator else "")
+    a, o = cfg.augment, cfg.optim
+    options = [{"randaugment": "RandAugment", "autoaugment": "AutoAugment", "trivialaugment": "TrivialAugment"}
+               .get(a.policy, ""), "Mixup" if a.mixup > 0 else "", "CutMix" if a.cutmix > 0 else "",
+               ("TailSAM" if o.sam_classes == "tail" else "SAM") if o.sam_rho > 0 else ""]
+    return (label + ("+Oracle" if cfg.oracle else "") + "".join(f"+{x}" for x in options if x)
+            + ("+GIT" if cfg.git.generator else ""))
 
 
 def learning_rate(o: OptimConfig, epoch: int) -> float:

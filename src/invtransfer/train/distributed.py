@@ -83,6 +83,20 @@ class Dist:
         local = float(weights[rows[0]:rows[1]].double().sum())
         return self.world_size * local / float(weights.double().sum())
 
+    def gather_rows(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        """The global batch of ``n`` rows from every process's shard ``x`` (its rows :meth:`shard`),
+        on every process: one all-gather, without gradient history. One process: ``x``."""
+        if not self.enabled:
+            return x
+        sizes = [(r + 1) * n // self.world_size - r * n // self.world_size for r in range(self.world_size)]
+        if x.shape[0] != sizes[self.rank]:
+            raise RuntimeError(f"gather_rows: process {self.rank} has {x.shape[0]} rows, its shard {sizes[self.rank]}")
+        padded = x.new_zeros((max(sizes), *x.shape[1:]))  # all_gather needs one shape (the last batch splits unevenly)
+        padded[:x.shape[0]] = x.detach()
+        parts = [torch.empty_like(padded) for _ in range(self.world_size)]
+        torch.distributed.all_gather(parts, padded)
+        return torch.cat([part[:size] for part, size in zip(parts, sizes)])
+
     def barrier(self) -> None:
         if self.enabled:
             if self.device.type == "cuda":

@@ -26,7 +26,8 @@ examples, with their class weights) does not. A batch with no tail example has `
 step is a plain SGD step (one pass). Rangwani et al. (NeurIPS 2022), as we read them, observe
 that re-weighted and margin losses converge to saddle points of the *tail* classes' loss and
 that SAM with a large ``rho`` escapes them; their method applies SAM to the whole (LDAM-DRW)
-loss, which is ``optim.sam_classes=all`` here. The tail-only perturbation is our variant
+loss, which is ``optim.sam_classes=all`` here (their CIFAR-10-LT scripts, as far as we have seen
+them, use rho 0.8 with LDAM-DRW and 0.5 with CE+DRW, constant over the run; check before quoting). The tail-only perturbation is our variant
 motivated by that observation -- closest to ImbSAM (Zhou et al., ICCV 2023), which however
 evaluates the head classes' loss at ``w`` and only the tail classes' at ``w + e_T``; here the
 whole loss is evaluated at ``w + e_T``, which keeps the two-pass structure of SAM.
