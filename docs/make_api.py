@@ -27,6 +27,7 @@ MODULES = [
     ("invtransfer.train.classifier", "The classifier training run behind `invtransfer train`."),
     ("invtransfer.train.generator", "The MUNIT training run behind `invtransfer train-generator`."),
     ("invtransfer.train.inference", "Loading trained runs, predicting, evaluating, sampling nuisances."),
+    ("invtransfer.metrics.invariance", "`invtransfer invariance`: eKLD of a trained run (normalised images)."),
     ("invtransfer.metrics.generator_quality", "`invtransfer generator-quality`."),
     ("invtransfer.data.download", "`invtransfer data download`."),
 ]

@@ -3,10 +3,12 @@ stop, and what each command prints and writes (train, evaluate, train-generator,
 generator-quality, invariance). Every case runs ``invtransfer.cli.main`` in-process on the tiny
 generated data of conftest.py."""
 
+import argparse
 import json
 import os
 import re
 import signal
+import sys
 
 import pytest
 import torch
@@ -75,6 +77,16 @@ def test_evaluate_val_json_matches_the_logged_last_epoch(tiny_npz, tmp_path, cap
     assert m["split"] == "val" and m["selected_weights"]["which"] == "last"
     assert m["error"] == pytest.approx(last["val_error"])
     assert m["balanced_accuracy"] == pytest.approx(last["val_balanced_accuracy"])
+    assert "evaluating" not in capsys.readouterr().err  # not a terminal: no bar
+    shown = classifier.evaluate_checkpoint(str(run), split="val", device="cpu", batch_size=7, progress=True)
+    assert "evaluating" in capsys.readouterr().err and shown["error"] == pytest.approx(m["error"])
+
+
+def test_progress_bars_follow_the_terminal_and_quiet(monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert cli._bars(argparse.Namespace(quiet=False)) and not cli._bars(argparse.Namespace(quiet=True))
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    assert not cli._bars(argparse.Namespace(quiet=False))
 
 
 def test_evaluate_text_says_empty_for_an_empty_shot_group(tiny_npz, tmp_path, capsys):

@@ -600,12 +600,33 @@ def _silent_missing_data_root(t, w, capsys, monkeypatch):
     assert f"data_root {t / 'nowhere'} does not exist" in err and json.loads(out)["sources"] == [str(t / "data" / "x.npz")]
 
 
+def _silent_generator_of_another_dataset(t, w, capsys, monkeypatch):
+    # GIT and `invariance --transform generator:` took a generator of another dataset, nuisance or
+    # instance (only the image shape was checked); now refused unless allowed on purpose, and the
+    # generator used is recorded. Here: the world's fmnist-bg-lt generator, a fmnist-dil-lt run on
+    # images of the same shape.
+    args = ["train", *w.train_args(t), f"data.npz_file={w.npz16}", "git.start_epoch=1", f"git.generator={w.gen}"]
+    expect_error(capsys, args, r"trained on dataset 'fmnist-bg-lt'.*'fmnist-dil-lt'.*git\.allow_other_dataset=true",
+                 protect=(t,))
+    assert cli.main([*args, "git.allow_other_dataset=true"]) == 0, capsys.readouterr().err
+    used = json.loads((t / "run" / "results.json").read_text())["git_generator"]
+    gen_meta = torch.load(w.gen / "generator.pt", weights_only=True)
+    assert used["path"] == str(w.gen / "generator.pt") and used["allow_other_dataset"] is True
+    assert used["dataset_fingerprint"] == gen_meta["dataset"]["fingerprint"] and used["dataset"] == "fmnist-bg-lt"
+    assert (used["iteration"], used["images_seen"]) == (gen_meta["iteration"], gen_meta["images_seen"])
+    measure = ["invariance", t / "run", "--transform", f"generator:{w.gen}", "--draws", "2", "--images-per-class", "2"]
+    expect_error(capsys, measure, r"trained on dataset 'fmnist-bg-lt'.*--allow-other-dataset", protect=(t,))
+    assert cli.main([str(a) for a in measure] + ["--allow-other-dataset"]) == 0, capsys.readouterr().err
+    assert json.loads((t / "run" / "invariance.json").read_text())["generator"]["path"] == str(w.gen / "generator.pt")
+
+
 SILENT = {"npz-file-without-source-is-read": _silent_npz_file_ignored,
           "repeated-images-are-reported": _silent_repeats,
           "cifar-cut-at-a-record-boundary": _silent_cifar_cut_at_a_record_boundary,
           "known-non-official-copy-is-named": _silent_known_copy_strict,
           "report-counts-each-run-once": _silent_report_duplicates,
-          "missing-data-root-is-a-warning": _silent_missing_data_root}
+          "missing-data-root-is-a-warning": _silent_missing_data_root,
+          "generator-of-another-dataset-is-refused": _silent_generator_of_another_dataset}
 
 
 @pytest.mark.parametrize("case", sorted(SILENT))

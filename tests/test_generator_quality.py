@@ -50,7 +50,7 @@ def test_bg_diversity_is_the_spread_of_background_intensity():
     assert np.isnan(generator_quality._diversity("bg", draws[2:], base[2:]))
 
 
-def test_generator_quality_with_and_without_classifier(npz16, tmp_path):
+def test_generator_quality_with_and_without_classifier(npz16, tmp_path, capsys):
     generator.train(tiny_cfg(npz16, tmp_path))
     data_cfg = from_dict(DatasetConfig, data_dict(npz16))
     q = generator_quality.generator_quality(str(tmp_path / "gen"), data_cfg, n_per_class=3, styles=4, device="cpu")
@@ -62,6 +62,12 @@ def test_generator_quality_with_and_without_classifier(npz16, tmp_path):
     assert d["statistic"] == "bg" and set(d) >= {"generated_std", "true_std", "ratio"}
     # the true BG draws are uniform on 0..99, so their background std is near 100 / sqrt(12)
     assert 15 < d["true_std"] < 40 and d["ratio"] == pytest.approx(d["generated_std"] / d["true_std"])
+    # decoded in small batches behind a progress bar: the same numbers as one batch
+    shown = generator_quality.generator_quality(str(tmp_path / "gen"), data_cfg, n_per_class=3, styles=4,
+                                                device="cpu", batch_size=5, progress=True)
+    assert "generator quality" in capsys.readouterr().err
+    assert shown["diversity"] == pytest.approx(q["diversity"])
+    assert shown["reconstruction_l1"] == pytest.approx(q["reconstruction_l1"])
     # a classifier trained on the untransformed base data (1 short epoch is enough to test the plumbing)
     clf_cfg = from_dict(classifier.TrainConfig, {
         "data": data_dict(npz16, nuisance="none"), "model": "resnet20", "augment": "none",

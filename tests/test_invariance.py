@@ -76,6 +76,15 @@ def test_ekld_positive_for_non_invariant_model_and_matches_direct_formula():
                         "mean_ekld_smallest_third"}
 
 
+def test_progress_bar_only_on_request_and_same_numbers(capsys):
+    x, y = data()
+    args = (PixelSumModel(), NORM(x), y, [100, 50, 10, 5], invariance.true_transform("bg", NORM))
+    quiet = invariance.measure_invariance(*args, images_per_class=5, draws=4)
+    assert capsys.readouterr().err == ""
+    shown = invariance.measure_invariance(*args, images_per_class=5, draws=4, progress=True)
+    assert "eKLD (custom)" in capsys.readouterr().err and shown == quiet
+
+
 def test_cycling_and_smallest_third():
     idx = invariance.select_per_class(np.array([0, 1, 0, 1, 1]), 2, 4)
     assert idx.tolist() == [[0, 2, 0, 2], [1, 3, 4, 1]]

@@ -41,6 +41,12 @@ def _progress(a: argparse.Namespace, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+def _bars(a: argparse.Namespace) -> bool:
+    """Progress bars (tqdm, stderr) for evaluate, invariance and generator-quality: on an
+    interactive stderr unless --quiet, like the status line."""
+    return not getattr(a, "quiet", False) and sys.stderr.isatty()
+
+
 def _data_options(name: str, overrides: Sequence[str]) -> dict:
     """Dataset options: the preset NAME (positional) and its key=value overrides."""
     kv = _kv(overrides)
@@ -136,7 +142,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from invtransfer.train import classifier
 
     _progress(a, f"evaluating {a.checkpoint} on its {a.split} split ...")
-    m = classifier.evaluate_checkpoint(a.checkpoint, split=a.split, device=a.device, batch_size=a.batch_size)
+    m = classifier.evaluate_checkpoint(a.checkpoint, split=a.split, device=a.device, batch_size=a.batch_size,
+                                       progress=_bars(a))
     if a.json:
         print(json.dumps(m, indent=2))
         return 0
@@ -188,7 +195,8 @@ def cmd_generator_quality(a: argparse.Namespace) -> int:
 
     _progress(a, f"measuring {a.generator} on {a.dataset}: {a.n_per_class} images per class x {a.styles} styles ...")
     q = generator_quality(a.generator, _dataset_config(a.dataset, a.overrides), classifier_path=a.classifier,
-                          n_per_class=a.n_per_class, styles=a.styles, seed=a.seed, device=a.device)
+                          n_per_class=a.n_per_class, styles=a.styles, seed=a.seed, device=a.device,
+                          progress=_bars(a))
     if a.json:
         print(json.dumps(q, indent=2))
         return 0
@@ -248,7 +256,8 @@ def cmd_invariance(a: argparse.Namespace) -> int:
                 raise InvTransferError(f"{ck}: its dataset ({meta['config']['data']['name']}) has no known synthetic "
                                        f"transform; pass --transform rot|bg|dil or --transform generator:PATH.")
         res = invariance.measure_checkpoint(ck, transform, split=a.split, images_per_class=a.images_per_class,
-                                            draws=a.draws, seed=a.seed, device=a.device)
+                                            draws=a.draws, seed=a.seed, device=a.device,
+                                            allow_other_dataset=a.allow_other_dataset, progress=_bars(a))
         run_dir = os.path.dirname(res["checkpoint"])
         if not a.no_save:
             atomic_write_bytes(os.path.join(run_dir, "invariance.json"), (json.dumps(res, indent=2) + "\n").encode())
@@ -377,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true", help="print JSON")
     v.add_argument("--plot", metavar="FILE.png", help="eKLD against class size, all checkpoints overlaid")
     v.add_argument("--no-save", action="store_true", help="do not write invariance.json into the run directory")
+    v.add_argument("--allow-other-dataset", action="store_true",
+                   help="accept a generator:PATH trained on another dataset, nuisance or instance than the "
+                        "classifier (a deliberate transfer; refused otherwise)")
     v.add_argument("--quiet", action="store_true", help=quiet_help)
     v.set_defaults(func=cmd_invariance)
 

@@ -33,7 +33,7 @@ from invtransfer.data import nuisance as nuisance_ops
 from invtransfer.data.batches import Normalizer
 from invtransfer.errors import InvTransferError
 from invtransfer.git import FrozenGenerator, load_generator
-from invtransfer.metrics.invariance import measure_invariance, true_transform
+from invtransfer.metrics.invariance import draw_ekld, measure_invariance, true_transform
 
 __all__ = ["TRANSFORMS", "ekld", "plot_ekld_vs_class_size"]
 
@@ -103,7 +103,8 @@ def ekld(model: torch.nn.Module, images: torch.Tensor | np.ndarray, labels: torc
          transform: str | FrozenGenerator | Transform, *,
          normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
          class_sizes: Sequence[int] | None = None, num_classes: int | None = None, images_per_class: int = 40,
-         draws: int = 100, seed: int = 0, batch_size: int = 2000, device: str | torch.device | None = None) -> dict:
+         draws: int = 100, seed: int = 0, batch_size: int = 2000, device: str | torch.device | None = None,
+         progress: bool = False) -> dict:
     """Per-class eKLD and consistency of ``model`` under ``transform``.
 
     ``images``: held-out images (N, C, H, W), uint8 (pixels 0..255) or float (pixels in [0, 1]),
@@ -119,7 +120,7 @@ def ekld(model: torch.nn.Module, images: torch.Tensor | np.ndarray, labels: torc
     classes; without them these are ``None``. The classes are ``0 .. num_classes - 1``
     (default: ``len(class_sizes)``, else the largest label + 1); each needs one image.
     The model runs on ``device`` (default: where its parameters are) in eval mode, and is
-    put back in its previous mode. Returns a dict: ``per_class`` (records with ``class``,
+    put back in its previous mode; ``progress`` shows a progress bar on stderr. Returns a dict: ``per_class`` (records with ``class``,
     ``class_size``, ``ekld``, ``consistency``), ``mean_ekld``, ``mean_consistency``,
     ``spearman_rho``, ``spearman_p``, ``mean_ekld_smallest_third`` and the settings.
     """
@@ -135,22 +136,19 @@ def ekld(model: torch.nn.Module, images: torch.Tensor | np.ndarray, labels: torc
     if len(y) != len(x):
         raise InvTransferError(f"{len(x)} images but {len(y)} labels.")
     if class_sizes is not None:
-        sizes = [int(n) for n in class_sizes]
-        if num_classes is not None and num_classes != len(sizes):
-            raise InvTransferError(f"num_classes={num_classes} but class_sizes has {len(sizes)} entries.")
-    else:
-        k = num_classes if num_classes is not None else (int(y.max()) + 1 if len(y) else 0)
-        sizes = [1] * int(k)  # equal sizes: measure_invariance then reports no trend
-    if len(y) and (y.min() < 0 or y.max() >= len(sizes)):
-        raise InvTransferError(f"labels must lie in 0..{len(sizes) - 1}; got {int(y.min())}..{int(y.max())}.")
+        class_sizes = [int(n) for n in class_sizes]
+        if num_classes is not None and num_classes != len(class_sizes):
+            raise InvTransferError(f"num_classes={num_classes} but class_sizes has {len(class_sizes)} entries.")
+        num_classes = len(class_sizes)
+    elif num_classes is None:
+        num_classes = int(y.max()) + 1 if len(y) else 0
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        raise InvTransferError(f"labels must lie in 0..{num_classes - 1}; got {int(y.min())}..{int(y.max())}.")
     tf, name = _transform(transform, x.shape[1], pixels_per_unit, dev)
     wrapped = _Normalized(model, normalize if normalize is not None else (lambda t: t / (255.0 / pixels_per_unit)))
-    res = measure_invariance(wrapped, x, y, sizes, tf, images_per_class=images_per_class, draws=draws, seed=seed,
-                             batch_size=batch_size, transform_name=name)
-    if class_sizes is None:
-        res["per_class"] = [dict(p, class_size=None) for p in res["per_class"]]
-        res.update(spearman_rho=None, spearman_p=None, mean_ekld_smallest_third=None)
-    return res
+    return measure_invariance(wrapped, x, y, class_sizes, tf, images_per_class=images_per_class, draws=draws,
+                              seed=seed, batch_size=batch_size, transform_name=name, num_classes=num_classes,
+                              progress=progress)
 
 
 def plot_ekld_vs_class_size(results: dict | Sequence[dict], labels: Sequence[str] | None = None, *,
@@ -160,12 +158,6 @@ def plot_ekld_vs_class_size(results: dict | Sequence[dict], labels: Sequence[str
     writes ``path`` (PNG, PDF, ...) if given. Returns the matplotlib Figure."""
     results = [results] if isinstance(results, dict) else list(results)
     labels = list(labels) if labels is not None else [f"run {i + 1}" for i in range(len(results))]
-    if not results or len(labels) != len(results):
-        raise InvTransferError(f"plot_ekld_vs_class_size needs one label per result; got {len(results)} result(s) "
-                               f"and {len(labels)} label(s).")
-    if any(p.get("class_size") is None for r in results for p in r["per_class"]):
-        raise InvTransferError("plot_ekld_vs_class_size needs results measured with class_sizes= (the training "
-                               "images per class); without them there is no x axis.")
     if ax is None:
         from matplotlib.figure import Figure  # no pyplot: no global state, any backend
 
@@ -173,14 +165,7 @@ def plot_ekld_vs_class_size(results: dict | Sequence[dict], labels: Sequence[str
         ax = fig.add_subplot()
     else:
         fig = ax.figure
-    for res, label in zip(results, labels):
-        pts = sorted((p["class_size"], p["ekld"]) for p in res["per_class"])
-        rho = res.get("spearman_rho")
-        ax.plot(*zip(*pts), marker="o", ms=4, lw=0.8, alpha=0.85,
-                label=f"{label} (Spearman {rho:+.2f})" if rho is not None else label)
-    ax.set(xscale="log", xlabel="training images in class", ylabel="eKLD (nats)",
-           title=title or f"eKLD vs class size ({results[0]['transform']}, {results[0]['draws']} draws)")
-    ax.legend(fontsize=7)
+    draw_ekld(ax, results, labels, title)
     if path is not None:
         fig.tight_layout()
         fig.savefig(os.fspath(path), dpi=90)

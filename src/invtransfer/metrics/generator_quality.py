@@ -13,6 +13,7 @@ images of a dataset against the dataset's true synthetic nuisance:
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import numpy as np
 import torch
@@ -57,7 +58,7 @@ def _diversity(name: str, draws: torch.Tensor, base: torch.Tensor) -> float:
 
 def generator_quality(generator_path: str, data_cfg: DatasetConfig, *, classifier_path: str | None = None,
                       n_per_class: int = 20, styles: int = 8, seed: int = 0, device: str = "auto",
-                      batch_size: int = 1024) -> dict:
+                      batch_size: int = 1024, progress: bool = False) -> dict:
     """Class preservation, nuisance diversity and reconstruction of a generator on held-out images.
 
     Held-out images are the first ``n_per_class`` val images of each class of ``data_cfg``'s
@@ -67,7 +68,10 @@ def generator_quality(generator_path: str, data_cfg: DatasetConfig, *, classifie
     The generator transforms the dataset's own val images (what it sees in GIT); the true
     nuisance is applied, with ``styles`` fresh draws, to the untransformed ones. A dataset
     without a synthetic nuisance gets ``diversity`` null and no true-transform accuracy.
+    ``progress`` shows a progress bar over the generator's batches on stderr.
     """
+    from tqdm import tqdm
+
     if n_per_class < 1 or styles < 2:
         raise InvTransferError(f"generator quality needs n_per_class >= 1 and styles >= 2 "
                                f"(got {n_per_class}, {styles}).")
@@ -93,7 +97,17 @@ def generator_quality(generator_path: str, data_cfg: DatasetConfig, *, classifie
     g = torch.Generator().manual_seed(seed)
     zeros, ones = [0.0] * c, [1.0] * c  # normalisation = pixels / 255
     rep = x_in.repeat_interleave(styles, 0)
-    generated = sampler(rep / 255.0, zeros, ones, g).mul_(255.0).clamp_(0, 255)  # (n * styles, C, H, W)
+    # All styles in one draw, as the sampler draws them, then decoded batch by batch for the bar:
+    # the same numbers as one sampler call (its chunks are these batches).
+    codes = torch.randn(n * styles, gen.arch.style_dim, generator=g, device=g.device)
+    starts = range(0, n * styles, batch_size)
+    bar = tqdm(total=len(starts) + len(range(0, n, batch_size)), desc="generator quality", unit="batch",
+               leave=False, dynamic_ncols=True, file=sys.stderr, disable=not progress)
+    decoded = []
+    for i in starts:
+        decoded.append(sampler(rep[i:i + batch_size] / 255.0, zeros, ones, styles=codes[i:i + batch_size]))
+        bar.update(1)
+    generated = torch.cat(decoded).mul_(255.0).clamp_(0, 255)  # (n * styles, C, H, W)
     true = None
     if base is not None:
         params = nuisance_ops.sample_params(ds.nuisance, n * styles, batches.step_generator(seed, 0, 0, stream=7))
@@ -107,7 +121,9 @@ def generator_quality(generator_path: str, data_cfg: DatasetConfig, *, classifie
         for i in range(0, n, batch_size):
             xb = to_unit_range(x_in[i:i + batch_size])
             rec.append((gen(xb).float() - xb).abs().mean((1, 2, 3)))
+            bar.update(1)
         reconstruction_l1 = float(torch.cat(rec).mean())
+    bar.close()
 
     # (2) diversity
     diversity = None

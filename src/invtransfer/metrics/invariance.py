@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -33,7 +34,8 @@ from invtransfer.data import datasets
 from invtransfer.data import nuisance as nuisance_ops
 from invtransfer.data.batches import Normalizer, step_generator, to_device_images
 from invtransfer.errors import InvTransferError
-from invtransfer.train.inference import NuisanceSampler, check_compatible, load_classifier
+from invtransfer.git import load_generator
+from invtransfer.train.inference import check_compatible, load_classifier
 from invtransfer.train.runtime import resolve_device
 
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -67,24 +69,32 @@ def select_per_class(labels: np.ndarray, num_classes: int, images_per_class: int
 
 @torch.inference_mode()
 def measure_invariance(model: torch.nn.Module, images: torch.Tensor, labels: np.ndarray | torch.Tensor,
-                       class_sizes: Sequence[int], transform: Transform, *, images_per_class: int = 40,
+                       class_sizes: Sequence[int] | None, transform: Transform, *, images_per_class: int = 40,
                        draws: int = 100, seed: int = 0, batch_size: int = 2000,
-                       transform_name: str = "custom") -> dict:
+                       transform_name: str = "custom", num_classes: int | None = None,
+                       progress: bool = False) -> dict:
     """eKLD and consistency per class of ``model`` under ``transform``.
 
     ``images`` are held-out images already in the classifier's normalisation (N, C, H, W), on the
-    model's device; ``class_sizes`` are the training class sizes (for the trend statistics).
-    Randomness comes from ``seed`` only, so the measurement is reproducible.
+    model's device; ``class_sizes`` are the training class sizes (for the trend statistics;
+    ``None``: the classes are ``0 .. num_classes - 1`` and every trend field is ``None``).
+    Randomness comes from ``seed`` only, so the measurement is reproducible. ``progress`` shows a
+    progress bar (class x draws) on stderr.
     """
     from scipy import stats
+    from tqdm import tqdm
 
     labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-    num_classes = len(class_sizes)
+    if class_sizes is None and num_classes is None:
+        raise InvTransferError("measure_invariance needs class_sizes or num_classes.")
+    num_classes = len(class_sizes) if class_sizes is not None else int(num_classes)
     chosen = select_per_class(labels, num_classes, images_per_class)
     was_training = model.training
     model.eval()
     draws_per_chunk = max(1, batch_size // images_per_class)
     per_class = []
+    bar = tqdm(total=num_classes * draws, desc=f"eKLD ({transform_name})", unit="draw", leave=False,
+               dynamic_ncols=True, file=sys.stderr, disable=not progress)
     for c in range(num_classes):
         x = images[torch.as_tensor(chosen[c], device=images.device)]
         logp = F.log_softmax(model(x).float(), dim=1)  # (n, K)
@@ -101,60 +111,77 @@ def measure_invariance(model: torch.nn.Module, images: torch.Tensor, labels: np.
             agree += int((logq.argmax(1) == pred.repeat(k)).sum())
             done += k
             chunk += 1
+            bar.update(k)
         total = images_per_class * draws
-        per_class.append({"class": c, "class_size": int(class_sizes[c]), "ekld": kl_sum / total,
-                          "consistency": agree / total})
+        per_class.append({"class": c, "class_size": None if class_sizes is None else int(class_sizes[c]),
+                          "ekld": kl_sum / total, "consistency": agree / total})
+    bar.close()
     model.train(was_training)
-    sizes = np.array([p["class_size"] for p in per_class], dtype=float)
     ekld = np.array([p["ekld"] for p in per_class])
-    if len(set(sizes)) > 1 and np.ptp(ekld) > 0:
-        rho, pval = stats.spearmanr(sizes, ekld)
-        rho, pval = float(rho), float(pval)
-    else:
-        rho, pval = None, None  # undefined for constant inputs
-    third = max(1, math.ceil(num_classes / 3))
-    smallest = np.argsort(sizes, kind="stable")[:third]
+    rho = pval = tail = None  # undefined without class sizes, or for constant inputs
+    if class_sizes is not None:
+        sizes = np.array([p["class_size"] for p in per_class], dtype=float)
+        if len(set(sizes)) > 1 and np.ptp(ekld) > 0:
+            rho, pval = (float(v) for v in stats.spearmanr(sizes, ekld))
+        third = max(1, math.ceil(num_classes / 3))
+        tail = float(ekld[np.argsort(sizes, kind="stable")[:third]].mean())
     return {"transform": transform_name, "draws": draws, "images_per_class": images_per_class, "seed": seed,
             "per_class": per_class, "spearman_rho": rho, "spearman_p": pval,
-            "mean_ekld": float(ekld.mean()), "mean_ekld_smallest_third": float(ekld[smallest].mean()),
+            "mean_ekld": float(ekld.mean()), "mean_ekld_smallest_third": tail,
             "mean_consistency": float(np.mean([p["consistency"] for p in per_class]))}
 
 
-def plot_ekld(results: Sequence[dict], labels: Sequence[str], path: str, title: str = "") -> None:
-    """Per-class eKLD against training class size (log x), one series per result."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+def draw_ekld(ax, results: Sequence[dict], labels: Sequence[str], title: str = "") -> None:
+    """Per-class eKLD against training class size (log x) on ``ax``, one series per result."""
+    if not results or len(labels) != len(results):
+        raise InvTransferError(f"an eKLD plot needs one label per result; got {len(results)} result(s) and "
+                               f"{len(labels)} label(s).")
+    if any(p.get("class_size") is None for r in results for p in r["per_class"]):
+        raise InvTransferError("an eKLD plot needs results measured with the training class sizes "
+                               "(class_sizes=); without them there is no x axis.")
     for res, label in zip(results, labels):
         pts = sorted((p["class_size"], p["ekld"]) for p in res["per_class"])
-        rho = res["spearman_rho"]
+        rho = res.get("spearman_rho")
         ax.plot(*zip(*pts), marker="o", ms=4, lw=0.8, alpha=0.85,
                 label=f"{label} (Spearman {rho:+.2f})" if rho is not None else label)
     ax.set(xscale="log", xlabel="training images in class", ylabel="eKLD (nats)",
            title=title or f"eKLD vs class size ({results[0]['transform']}, {results[0]['draws']} draws)")
     ax.legend(fontsize=7)
+
+
+def plot_ekld(results: Sequence[dict], labels: Sequence[str], path: str, title: str = "") -> None:
+    """Per-class eKLD against training class size (log x), one series per result, written to ``path``."""
+    from matplotlib.figure import Figure  # no pyplot: no global state, any backend
+
+    fig = Figure(figsize=(5, 3.6))
+    draw_ekld(fig.add_subplot(), results, labels, title)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def measure_checkpoint(checkpoint: str, transform: str, *, split: str = "test", images_per_class: int = 40,
-                       draws: int = 100, seed: int = 0, device: str = "auto") -> dict:
+                       draws: int = 100, seed: int = 0, device: str = "auto", allow_other_dataset: bool = False,
+                       progress: bool = False) -> dict:
     """:func:`measure_invariance` of a trained classifier on its own dataset's held-out split.
 
     ``transform`` is ``rot``, ``bg``, ``dil`` (the true synthetic nuisance, applied to the
     untransformed held-out images) or ``generator:PATH`` (a trained generator, applied to the
-    held-out images as stored).
+    held-out images as stored). A generator trained on another dataset, nuisance, instance or
+    dataset options than the classifier is refused unless ``allow_other_dataset``; the result
+    records the generator used (``generator``: path, dataset, fingerprint, iteration, images seen).
     """
     dev = resolve_device(device)
     model, meta = load_classifier(checkpoint, dev)
     normalizer = Normalizer(**meta["normalizer"])
     data_cfg = from_dict(datasets.DatasetConfig, meta["config"]["data"])
+    used = None
     if transform.startswith("generator:"):
-        sampler = NuisanceSampler.from_path(transform.split(":", 1)[1], device=dev)
+        sampler = load_generator(transform.split(":", 1)[1], device=dev)
         check_compatible(sampler.gen, meta["image_shape"], f"the classifier's dataset {data_cfg.name!r}")
+        sampler.check_dataset(meta["name"], meta["fingerprint"], nuisance=meta.get("nuisance"),
+                              instance=data_cfg.instance, what=f"the dataset of classifier {meta['path']}",
+                              override="--allow-other-dataset", allow_other_dataset=allow_other_dataset)
+        used = dict(sampler.provenance(), allow_other_dataset=allow_other_dataset)
         tf: Transform = lambda x, g: sampler(x, normalizer.mean, normalizer.std, g)  # noqa: E731
         ds = datasets.build_dataset(data_cfg)
     elif transform in nuisance_ops.NUISANCES:
@@ -171,5 +198,9 @@ def measure_checkpoint(checkpoint: str, transform: str, *, split: str = "test", 
     x, y = (ds.x_val, ds.y_val) if split == "val" else (ds.x_test, ds.y_test)
     images = normalizer(to_device_images(x, dev))
     out = measure_invariance(model, images, y, meta["train_class_counts"], tf, images_per_class=images_per_class,
-                             draws=draws, seed=seed, transform_name=transform)
-    return dict(out, split=split, checkpoint=meta["path"], dataset=data_cfg.name)
+                             draws=draws, seed=seed, transform_name=transform, progress=progress)
+    return dict(out, split=split, checkpoint=meta["path"], dataset=data_cfg.name, generator=used)
+
+
+__all__ = ["Transform", "true_transform", "identity_transform", "select_per_class", "measure_invariance",
+           "draw_ekld", "plot_ekld", "measure_checkpoint"]

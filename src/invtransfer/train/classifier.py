@@ -172,6 +172,16 @@ class ClassifierRun(TrainingRun):
         # Tail-class SAM's classes (bool, CPU), checked before the run directory exists.
         self.tail_cpu = (tail_classes(self.ds.train_class_counts, o.sam_tail_threshold)
                          if o.sam_rho > 0 and o.sam_classes == "tail" else None)
+        self.nuisance_sampler = None
+        if cfg.git.generator:
+            # Loaded and checked before the run directory exists: a refused generator leaves nothing.
+            ds = self.ds
+            self.nuisance_sampler = load_generator(cfg.git.generator, self.device)
+            check_compatible(self.nuisance_sampler.gen, ds.image_shape, f"dataset {ds.name!r}")
+            self.nuisance_sampler.check_dataset(
+                ds.name, ds.fingerprint, nuisance=ds.nuisance, instance=ds.config["instance"],
+                what="the dataset of this run", override="git.allow_other_dataset=true",
+                allow_other_dataset=cfg.git.allow_other_dataset)
 
     def method_tag(self) -> str:
         return self.method.replace("+", "-")
@@ -220,15 +230,9 @@ class ClassifierRun(TrainingRun):
                                            ds.nuisance if cfg.oracle else "none")
         self.batch_augment = self._strong_augment()
         self.sam = self._sharpness_aware()
-        self.nuisance_sampler, self.mixer = None, None
-        if cfg.git.generator:
+        self.mixer = None
+        if self.nuisance_sampler is not None:
             # The public mixer (invtransfer.git) makes GIT's decisions and writes the generated slots.
-            self.nuisance_sampler = load_generator(cfg.git.generator, self.device)
-            check_compatible(self.nuisance_sampler.gen, ds.image_shape, f"dataset {ds.name!r}")
-            self.nuisance_sampler.check_dataset(
-                ds.name, ds.fingerprint, nuisance=ds.nuisance, instance=ds.config["instance"],
-                what="the dataset of this run", override="git.allow_other_dataset=true",
-                allow_other_dataset=cfg.git.allow_other_dataset)
             self.mixer = GitMixer(self.nuisance_sampler, counts, gen_frac=cfg.git.gen_frac,
                                   weighting=cfg.git.weighting, class_size_threshold=cfg.git.class_size_threshold,
                                   seed=cfg.seed, mean=self.normalizer.mean, std=self.normalizer.std)

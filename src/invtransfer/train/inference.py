@@ -18,6 +18,7 @@ Checkpoints are read with :func:`invtransfer.train.checkpoint.load_checkpoint`
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 
 import torch
@@ -50,12 +51,17 @@ def _first_file(folder: str, names: tuple[str, ...]) -> str | None:
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, images_uint8: torch.Tensor, normalizer: batches.Normalizer,
                    batch_size: int = 1024, amp_dtype: torch.dtype | None = None,
-                   channels_last: bool = False) -> torch.Tensor:
-    """Logits (float32, on the images' device) of uint8 (N, C, H, W) images, in eval mode."""
+                   channels_last: bool = False, progress: bool = False) -> torch.Tensor:
+    """Logits (float32, on the images' device) of uint8 (N, C, H, W) images, in eval mode
+    (``progress``: a progress bar over the batches on stderr)."""
+    from tqdm import tqdm
+
     was_training = model.training
     model.eval()
     out = []
-    for i in range(0, len(images_uint8), batch_size):
+    starts = range(0, len(images_uint8), batch_size)
+    for i in tqdm(starts, desc="evaluating", unit="batch", leave=False, dynamic_ncols=True, file=sys.stderr,
+                  disable=not progress):
         x = normalizer(images_uint8[i:i + batch_size])
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -114,9 +120,10 @@ def load_classifier(path: str, device: str | torch.device = "cpu") -> tuple[torc
     return model, meta
 
 
-def evaluate_checkpoint(path: str, split: str = "test", device: str = "auto", batch_size: int = 1024) -> dict:
+def evaluate_checkpoint(path: str, split: str = "test", device: str = "auto", batch_size: int = 1024,
+                        progress: bool = False) -> dict:
     """Metrics of a trained classifier on its dataset's val or test split (``batch_size`` images a
-    forward pass: ``invtransfer evaluate --batch-size``)."""
+    forward pass: ``invtransfer evaluate --batch-size``; ``progress``: a progress bar on stderr)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvTransferError(f"--batch-size must be a positive integer, got {batch_size!r}.")
     dev = resolve_device(device)
@@ -130,7 +137,8 @@ def evaluate_checkpoint(path: str, split: str = "test", device: str = "auto", ba
     normalizer = batches.Normalizer(**meta["normalizer"])
     images, labels = batches.to_device_images(x, dev), torch.from_numpy(y).to(dev)
     m = without_out_of_memory(
-        lambda: evaluate_split(model, images, labels, normalizer, meta["train_class_counts"], batch_size=batch_size),
+        lambda: evaluate_split(model, images, labels, normalizer, meta["train_class_counts"], batch_size=batch_size,
+                               progress=progress),
         f"evaluating the {split} split of {path}", "--batch-size", batch_size, min(batch_size, len(labels)),
         " Nothing was written.")
     return dict(m, split=split, checkpoint=meta["path"], dataset=ds.name, selected_weights=meta["selected_weights"])
