@@ -4,7 +4,7 @@
 
 Here the model is examples/train_with_git.py's; load yours the same way. eKLD_c is the mean
 KL divergence between the softmax on a test image of class c and on a rotated copy of it
-(SPEC §1): larger on small classes means the invariance did not transfer to them.
+(docs/design.md#measurement): larger on small classes means the invariance did not transfer to them.
 """
 
 import argparse

@@ -1,4 +1,4 @@
-"""Train the nuisance generator (MUNIT, SPEC §4) on your own npz and sample a grid of styles.
+"""Train the nuisance generator (MUNIT, docs/design.md#generator) on your own npz and sample a grid of styles.
 
     python examples/train_generator.py --npz my_lt.npz --out runs/my-generator --iterations 2500
 

@@ -4,7 +4,7 @@
 
 Both loaders sample class-balanced (weight 1/n_c, as DRS does late in training); the second one,
 with its own seed, is GIT's independent stream. From --git-epoch on, the mixer replaces half of
-every batch by generated images of the second batch (SPEC §5). Saves weights and normalisation.
+every batch by generated images of the second batch (docs/design.md#git). Saves weights and normalisation.
 """
 
 import argparse

@@ -33,7 +33,7 @@ needs exists: a GIT run waits for its generator and for the checkpoint it starts
 ``sequential``, or no submitit installed, runs the jobs one after another in this process. Job
 logs: ``--out/submitit/``.
 
-Synthetic protocol (SPEC §2, §5): per transform and dataset instance, one generator (BG and DIL;
+Synthetic protocol (docs/design.md#datasets, #git): per transform and dataset instance, one generator (BG and DIL;
 ROT only with ``--git-on-rot``), then CE, CE+DRS, CE+DRS+GIT (where a generator exists) and the
 oracle. CIFAR-LT table: one generator, then CE, CE+DRS, CE+DRS+GIT, LDAM-DRW, LDAM-DRW+GIT and
 balanced softmax+DRS+GIT.

@@ -117,7 +117,7 @@ def test_numbers_in_exponent_notation_without_a_dot():
 PRESET_METHODS = {"ce": ("ce", "erm"), "ce_drs": ("ce", "drs"), "ldam_drw": ("ldam", "drw"),
                   "focal": ("focal", "erm"), "balanced_softmax": ("balanced_softmax", "erm"),
                   "balanced_softmax_drs": ("balanced_softmax", "drs"), "oracle": ("ce", "drs")}
-# family -> (dataset, model, epochs, E1, E2, augmentation, select) of SPEC §3
+# family -> (dataset, model, epochs, E1, E2, augmentation, select) of docs/design.md#classifiers
 PRESET_FAMILIES = {"cifar10_lt": ("cifar10-lt", "resnet32", 200, 160, 180, "crop_flip", "val"),
                    "cifar100_lt": ("cifar100-lt", "resnet32", 200, 160, 180, "crop_flip", "val"),
                    "k49_lt": ("k49-dil-lt", "resnet20", 50, 30, 40, "none", "last"),

@@ -103,7 +103,7 @@ def test_one_iteration_changes_weights_and_keeps_losses_finite(npz16, tmp_path):
 @pytest.mark.parametrize("source", ["defaults", "fmnist_munit.yaml", "fmnist_munit_small.yaml",
                                     "cifar10_munit.yaml", "gtsrb_munit.yaml"])
 def test_defaults_are_the_papers(source):
-    """SPEC §4: losses 1 / 10 / 1 / 1 with no cycle term, Adam (0.5, 0.999) with weight decay 1e-4,
+    """docs/design.md#generator: losses 1 / 10 / 1 / 1 with no cycle term, Adam (0.5, 0.999) with weight decay 1e-4,
     lr 1e-4 at batch 1 (here scaled by sqrt(batch)), halved every 100k images, MUNIT architecture."""
     cfg = generator.GeneratorTrainConfig() if source == "defaults" else \
         load_config(generator.GeneratorTrainConfig, os.path.join("configs", "generator", source))

@@ -1,6 +1,6 @@
 """Generative Invariance Transfer (GIT) in your own training loop.
 
-GIT (SPEC §5) replaces part of every training batch by generated images: a frozen MUNIT
+GIT (docs/design.md#git) replaces part of every training batch by generated images: a frozen MUNIT
 generator, trained on the same long-tailed training set, redraws the nuisance (style) of images
 from a second, independently drawn batch, and those images keep their own labels. Small classes
 thereby see the nuisances that the large classes show.
@@ -164,7 +164,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu", 
 
 
 def keep_probability(weighting: str, class_counts: Sequence[int], threshold: int | None = None) -> torch.Tensor:
-    """Per-class probability (float64, one entry per class) that a generated slot is used (SPEC §5).
+    """Per-class probability (float64, one entry per class) that a generated slot is used (docs/design.md#git).
 
     ``none``: 1. ``linear``: ``max((K - n_c) / (K - n_min), 0)``, K > n_min. ``threshold``:
     1 for ``n_c <= K``, else 0.

@@ -2,7 +2,7 @@
 
 ``eKLD_c`` is the mean KL divergence ``KL(p(.|x) || p(.|x'))`` between the classifier's softmax on
 a held-out image ``x`` of class ``c`` and on a transformed copy ``x'`` of the same image
-(SPEC §1); consistency is the fraction of draws whose prediction is unchanged. A network that
+(docs/design.md#measurement); consistency is the fraction of draws whose prediction is unchanged. A network that
 transfers an invariance to its small classes has a small eKLD there too; the paper finds that
 eKLD grows as classes get smaller.
 

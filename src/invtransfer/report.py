@@ -6,8 +6,8 @@ method (seeds and dataset instances are the repeats), and writes ``report.md`` w
 group: mean ± standard error (n = number of runs) of test error, balanced accuracy and
 many/medium/few-shot accuracy, the mean eKLD of the smallest third of classes and the Spearman
 correlation of per-class eKLD with class size (from the run's ``invariance.json``, written by
-``invtransfer invariance``), the published number beside it where SPEC §6 has one; then one row
-per run (the spread behind each mean), and per dataset a per-class accuracy against class size
+``invtransfer invariance``), the published number beside it where the paper has one
+(docs/design.md#published-numbers); then one row per run (the spread behind each mean), and per dataset a per-class accuracy against class size
 plot, an eKLD against class size plot (every run's classes as points, one colour per method, the
 line through the mean eKLD of each class size) and the sample grid of every generator a GIT run
 used. Between the summary and the runs, a paired table (see :func:`comparisons`) gives for each
@@ -32,7 +32,8 @@ from invtransfer.data.datasets import atomic_write_bytes
 from invtransfer.errors import InvTransferError
 from invtransfer.plots import plot_against_class_size
 
-#: Published top-1 errors (%), ResNet-32, rho = 100 (SPEC §6): (dataset, method) -> (error, source).
+#: Published top-1 errors (%), ResNet-32, rho = 100 (docs/design.md#published-numbers):
+#: (dataset, method) -> (error, source).
 PUBLISHED = {
     ("cifar10-lt", "CE"): (29.64, "Cao et al. 2019"),
     ("cifar100-lt", "CE"): (61.68, "Cao et al. 2019"),

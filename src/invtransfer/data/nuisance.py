@@ -1,7 +1,7 @@
 """The synthetic nuisance transforms ROT, BG and DIL as batched tensor functions.
 
 This module owns the three class-agnostic transformations of the K49-{ROT,BG,DIL}-LT data sets
-(SPEC section 2): how their parameters are drawn (:func:`sample_params`) and how a batch is
+(docs/design.md#nuisances): how their parameters are drawn (:func:`sample_params`) and how a batch is
 transformed given one explicit parameter per image (:func:`apply`). Keeping the parameters
 explicit serves the three callers alike: building a data set (each image transformed once with
 its own draw, stored as uint8 via :func:`transform_uint8`), oracle augmentation during training
@@ -41,7 +41,7 @@ from invtransfer.errors import InvTransferError, suggest
 
 NUISANCES = ("rot", "bg", "dil")
 
-# Parameter distributions of the public code (SPEC section 2).
+# Parameter distributions of the public code (docs/design.md#nuisances).
 ROT_RANGE = (-180.0, 180.0)    # degrees, uniform
 BG_RANGE = (0, 100)            # randint high-exclusive: 0..99
 DIL_PROB = 0.6                 # probability of dilation (else erosion)

@@ -1,4 +1,4 @@
-"""Per-class invariance of a classifier: eKLD and consistency (SPEC §1).
+"""Per-class invariance of a classifier: eKLD and consistency (docs/design.md#measurement).
 
 ``eKLD_c = E_{x in class c, x' ~ T(.|x)} KL(p(.|x) || p(.|x'))`` with natural logs and
 ``p = softmax(classifier)``, estimated on held-out images of class c: ``images_per_class`` images

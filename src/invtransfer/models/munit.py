@@ -1,4 +1,4 @@
-"""MUNIT networks used within one domain (SPEC §4), written from the spec.
+"""MUNIT networks used within one domain (docs/design.md#generator), written from the spec.
 
 This module owns the generative model's architecture and nothing about its training loop:
 
@@ -10,7 +10,7 @@ This module owns the generative model's architecture and nothing about its train
   :func:`lsgan_d_loss` / :func:`lsgan_g_loss`;
 * :func:`init_munit_weights`, :func:`check_input`, :func:`count_parameters`.
 
-Conventions and decisions (where SPEC §4 is silent):
+Conventions and decisions (where the paper is silent; docs/design.md#generator):
 
 * Style codes are flat tensors of shape ``(N, style_dim)``; :meth:`MunitGenerator.decode` also
   accepts ``(N, style_dim, 1, 1)``. A transformation sample is ``randn(N, style_dim)``.

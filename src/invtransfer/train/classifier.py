@@ -15,7 +15,7 @@ sample is the single process's::
 
     torchrun --standalone --nproc_per_node 4 -m invtransfer train configs/cifar10_lt/ce_drs.yaml sync_bn=true
 
-Rules (SPEC §3; epochs count from 0, E1 = ``switch_epoch``, default ``optim.decay1_epoch``):
+Rules (docs/design.md#classifiers; epochs count from 0, E1 = ``switch_epoch``, default ``optim.decay1_epoch``):
 
 * ``erm``      uniform shuffle, unweighted loss.
 * ``resample`` class-balanced sampling (weight 1/n_c, with replacement) from the start.

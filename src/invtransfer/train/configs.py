@@ -28,7 +28,7 @@ RULES = ("erm", "resample", "reweight", "drs", "drw")
 
 @dataclass
 class OptimConfig:
-    """SGD and its schedule (SPEC §3: CIFAR 200/160/180, K49 50/30/40)."""
+    """SGD and its schedule (docs/design.md#classifiers: CIFAR 200/160/180, K49 50/30/40)."""
 
     epochs: int = option(200, "training epochs", ge=1)
     batch_size: int = option(128, "batch size", ge=1)
@@ -122,7 +122,7 @@ class LossConfig:
 
 @dataclass
 class GitConfig:
-    """Generative Invariance Transfer (SPEC §5): generated samples replace part of each batch."""
+    """Generative Invariance Transfer (docs/design.md#git): generated samples replace part of each batch."""
 
     generator: str | None = option(None, "generator run directory or generator.pt; setting it enables GIT")
     gen_frac: float = option(0.5, "fraction of every batch (evenly spaced slots) given to generated samples", ge=0, le=1)

@@ -1,4 +1,4 @@
-"""The MUNIT training loop (SPEC §4) and its sample grids.
+"""The MUNIT training loop (docs/design.md#generator) and its sample grids.
 
 This module owns training the generative model whose architecture is in
 :mod:`invtransfer.models.munit`:
@@ -29,7 +29,7 @@ averaged by one all-reduce per network and step (:func:`distributed.average_grad
 than by a ``DistributedDataParallel`` wrapper: the step calls the encoders and the decoder
 directly, not ``forward``, and freezes D during G's step, which DDP's forward hooks do not see.
 
-Decisions where SPEC §4 is silent or asks for a choice:
+Decisions where the paper is silent or leaves a choice (docs/design.md#generator):
 
 * ONE generator and ONE discriminator shared by both "domains". MUNIT trains (G_a, D_a) and
   (G_b, D_b); here both domains are the same long-tailed set, so the two pairs would learn the
