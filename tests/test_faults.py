@@ -48,7 +48,7 @@ from invtransfer.train import classifier, generator
 from invtransfer.train.checkpoint import atomic_save, load_checkpoint
 from test_formats import (
     cifar_data, cifar_records, idx_bytes, tar_folder, write_cifar10_bin, write_cifar10_py, write_cifar100,
-    write_gtsrb, write_idx_folder, write_tiny)
+    mutated, write_gtsrb, write_idx_folder, write_k49, write_tiny)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_ARCH = {"width": 8, "n_res": 1, "mlp_dim": 16, "disc_width": 8}
@@ -189,19 +189,6 @@ def copy_run(src: Path, dst_parent: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- dataset file writers
-
-def write_k49(folder: Path, n=20, nt=10, **replace) -> Path:
-    rng = np.random.default_rng(0)
-    arrays = {"k49-train-imgs.npz": rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
-              "k49-train-labels.npz": np.arange(n) % 49,
-              "k49-test-imgs.npz": rng.integers(0, 256, (nt, 28, 28), dtype=np.uint8),
-              "k49-test-labels.npz": np.arange(nt) % 49}
-    arrays.update(replace)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, a in arrays.items():
-        np.savez(folder / name, arr_0=a)
-    return folder
-
 
 def idx_case(tmp, gz=True, stem=None, array=None, cut=None):
     """A Fashion-MNIST folder with one IDX file replaced (``array``) or cut to ``cut`` bytes."""
@@ -1163,9 +1150,9 @@ def test_training_holds_the_run_lock_and_releases_it(world, tmp_path, monkeypatc
 
 
 # ----------------------------------------------------------------------------- fuzzing
-# Random bytes into every reader not already fuzzed in test_formats.py (read_idx on files,
-# parse_cifar_bin, restricted_pickle_loads, read_npz are), and random values into the config
-# loader: the only outcomes allowed are a valid result or InvTransferError.
+# Random bytes into the checkpoint loader and random values into the config loader: the only
+# outcomes allowed are a valid result or InvTransferError. The dataset readers' fuzzing lives
+# with the readers' tests, in test_formats.py (same INVTRANSFER_FUZZ_EXAMPLES).
 
 # INVTRANSFER_FUZZ_EXAMPLES=5000 for a deeper search than the suite's 50 examples per reader.
 FUZZ = settings(max_examples=int(os.environ.get("INVTRANSFER_FUZZ_EXAMPLES", "50")), deadline=None,
@@ -1178,91 +1165,6 @@ def fuzz_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("fuzz")
 
 
-def _mutated(base: bytes):
-    """Truncations, byte flips and insertions of a valid file, and plain random bytes."""
-    def mutate(cut, flips, insert_at, inserted):
-        b = bytearray(base[:cut])
-        for pos, val in flips:
-            if b:
-                b[pos % len(b)] = val
-        if insert_at is not None and b:
-            i = insert_at % len(b)
-            b[i:i] = inserted
-        return bytes(b)
-    return st.one_of(
-        st.binary(max_size=400),
-        st.builds(mutate, st.integers(0, len(base)), st.lists(st.tuples(st.integers(0, 1 << 30), st.integers(0, 255)),
-                                                              max_size=4),
-                  st.none() | st.integers(0, 1 << 30), st.binary(max_size=16)))
-
-
-def _idx(a: np.ndarray) -> bytes:
-    return idx_bytes(a, gz=False)
-
-
-@FUZZ
-@given(data=st.one_of(_mutated(_idx(np.arange(60, dtype=np.uint8).reshape(3, 4, 5))),
-                      _mutated(gzip.compress(_idx(np.arange(7, dtype=np.uint8))))))
-def test_fuzz_parse_idx(data):
-    try:
-        a = formats.parse_idx(data, "fuzz")
-    except InvTransferError:
-        return
-    assert isinstance(a, np.ndarray) and a.ndim >= 1
-
-
-def _npz_bytes(**arrays) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
-
-
-_K49_ARRAYS = {"k49-train-imgs.npz": np.zeros((6, 28, 28), np.uint8), "k49-train-labels.npz": np.arange(6),
-               "k49-test-imgs.npz": np.zeros((3, 28, 28), np.uint8), "k49-test-labels.npz": np.arange(3) * 16}
-_ARRAY = st.builds(lambda shape, dtype, fill: np.full(shape, fill).astype(dtype),
-                   st.lists(st.integers(0, 5), max_size=4).map(tuple),
-                   st.sampled_from([np.uint8, np.int64, np.int32, np.float32, np.bool_]), st.integers(-2, 60))
-
-
-@FUZZ
-@given(name=st.sampled_from(sorted(_K49_ARRAYS) + ["k49_classmap.csv"]), content=st.data())
-def test_fuzz_read_k49(fuzz_dir, name, content):
-    folder = fuzz_dir / "k49"
-    write_k49(folder, **{k: v for k, v in _K49_ARRAYS.items()})
-    if name.endswith(".csv"):
-        text = "index,codepoint,char\n" + "".join(f"{i},U+{i:04X},c{i}\n" for i in range(49))
-        data = content.draw(_mutated(text.encode()))
-    else:
-        data = content.draw(st.one_of(_mutated(_npz_bytes(arr_0=_K49_ARRAYS[name])),
-                                      _ARRAY.map(lambda a: _npz_bytes(arr_0=a))))
-    (folder / name).write_bytes(data)
-    try:
-        ds = formats.read_k49(str(folder))
-    except InvTransferError:
-        return
-    assert ds.x_train.ndim == 4 and len(ds.x_train) == len(ds.y_train) and ds.num_classes == 49
-    assert ds.y_train.min() >= 0 and ds.y_train.max() < 49
-
-
-_GT_HEADER = "Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId\n"
-_GT_CELL = st.one_of(st.integers(-5, 100).map(str), st.text(alphabet="abc.;ppm 0-", max_size=6))
-
-
-@FUZZ
-@given(data=st.one_of(
-    _mutated((_GT_HEADER + "00000_00000.ppm;30;34;6;5;24;29;1\n00001_00000.ppm;40;35;6;5;34;30;1\n").encode()),
-    st.lists(st.lists(_GT_CELL, min_size=0, max_size=9), max_size=4).map(
-        lambda rows: (_GT_HEADER + "".join(";".join(r) + "\n" for r in rows)).encode())))
-def test_fuzz_gtsrb_csv(fuzz_dir, data):
-    path = fuzz_dir / "GT-00000.csv"
-    path.write_bytes(data)
-    try:
-        rows = formats.gtsrb.read_gt_csv(str(path))
-    except InvTransferError:
-        return
-    assert rows and all(isinstance(r[0], str) and all(isinstance(v, int) for v in r[1:]) for r in rows)
-
-
 def _checkpoint_bytes(legacy: bool) -> bytes:
     buf = io.BytesIO()
     torch.save({"format": "invtransfer/classifier", "state": "weights", "model": {"w": torch.arange(40.)},
@@ -1271,8 +1173,8 @@ def _checkpoint_bytes(legacy: bool) -> bytes:
 
 
 @FUZZ
-@given(data=st.one_of(_mutated(_checkpoint_bytes(False)), _mutated(_checkpoint_bytes(True)),
-                      _mutated(pickle.dumps({"format": "invtransfer/x", "a": [1, 2.0, "s"]}, protocol=2))))
+@given(data=st.one_of(mutated(_checkpoint_bytes(False)), mutated(_checkpoint_bytes(True)),
+                      mutated(pickle.dumps({"format": "invtransfer/x", "a": [1, 2.0, "s"]}, protocol=2))))
 def test_fuzz_load_checkpoint(fuzz_dir, data):
     path = fuzz_dir / "fuzz.pt"
     path.write_bytes(data)

@@ -154,6 +154,19 @@ def write_idx_folder(folder, gz: bool = True, n: int = 20, nt: int = 10):
     return x, y, xt, yt
 
 
+def write_k49(folder: Path, n=20, nt=10, **replace) -> Path:
+    rng = np.random.default_rng(0)
+    arrays = {"k49-train-imgs.npz": rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
+              "k49-train-labels.npz": np.arange(n) % 49,
+              "k49-test-imgs.npz": rng.integers(0, 256, (nt, 28, 28), dtype=np.uint8),
+              "k49-test-labels.npz": np.arange(nt) % 49}
+    arrays.update(replace)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, a in arrays.items():
+        np.savez(folder / name, arr_0=a)
+    return folder
+
+
 def write_npz(path, **arrays) -> str:
     np.savez(path, **arrays)
     return str(path)
@@ -655,8 +668,11 @@ def test_checksum_warning_strict_match_and_hashing_once(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- fuzzing
 
-FUZZ = settings(max_examples=50, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# Random and mutated bytes into every reader: the only outcomes allowed are a valid result or
+# InvTransferError. INVTRANSFER_FUZZ_EXAMPLES=5000 searches deeper than the suite's 50 per reader.
+FUZZ = settings(max_examples=int(os.environ.get("INVTRANSFER_FUZZ_EXAMPLES", "50")), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                       HealthCheck.function_scoped_fixture])
 
 
 @pytest.fixture(scope="module")
@@ -673,8 +689,29 @@ def _idx_like():
             struct.pack(">I", d) for d in h[2]) + tail, head, st.binary(max_size=200)))
 
 
+def mutated(base: bytes):
+    """Truncations, byte flips and insertions of a valid file, and plain random bytes."""
+    def mutate(cut, flips, insert_at, inserted):
+        b = bytearray(base[:cut])
+        for pos, val in flips:
+            if b:
+                b[pos % len(b)] = val
+        if insert_at is not None and b:
+            i = insert_at % len(b)
+            b[i:i] = inserted
+        return bytes(b)
+    return st.one_of(
+        st.binary(max_size=400),
+        st.builds(mutate, st.integers(0, len(base)), st.lists(st.tuples(st.integers(0, 1 << 30), st.integers(0, 255)),
+                                                              max_size=4),
+                  st.none() | st.integers(0, 1 << 30), st.binary(max_size=16)))
+
+
+_VALID_IDX = idx_bytes(np.arange(60, dtype=np.uint8).reshape(3, 4, 5), gz=False)
+
+
 @FUZZ
-@given(data=_idx_like(), gz=st.booleans())
+@given(data=st.one_of(_idx_like(), mutated(_VALID_IDX), mutated(gzip.compress(_VALID_IDX))), gz=st.booleans())
 def test_fuzz_read_idx(fuzz_dir, data, gz):
     path = fuzz_dir / ("f.idx.gz" if gz else "f.idx")
     path.write_bytes(gzip.compress(data) if gz and data else data)
@@ -754,3 +791,55 @@ def test_arbitrary_zip_is_not_an_npz(tmp_path):
         z.writestr("readme.txt", "hello")
     with pytest.raises(InvTransferError, match="lacks the key"):
         read_npz(str(tmp_path / "a.npz"))
+
+
+def _npz_bytes(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+_K49_ARRAYS = {"k49-train-imgs.npz": np.zeros((6, 28, 28), np.uint8), "k49-train-labels.npz": np.arange(6),
+               "k49-test-imgs.npz": np.zeros((3, 28, 28), np.uint8), "k49-test-labels.npz": np.arange(3) * 16}
+_ARRAY = st.builds(lambda shape, dtype, fill: np.full(shape, fill).astype(dtype),
+                   st.lists(st.integers(0, 5), max_size=4).map(tuple),
+                   st.sampled_from([np.uint8, np.int64, np.int32, np.float32, np.bool_]), st.integers(-2, 60))
+
+
+@FUZZ
+@given(name=st.sampled_from(sorted(_K49_ARRAYS) + ["k49_classmap.csv"]), content=st.data())
+def test_fuzz_read_k49(fuzz_dir, name, content):
+    folder = fuzz_dir / "k49"
+    write_k49(folder, **{k: v for k, v in _K49_ARRAYS.items()})
+    if name.endswith(".csv"):
+        text = "index,codepoint,char\n" + "".join(f"{i},U+{i:04X},c{i}\n" for i in range(49))
+        data = content.draw(mutated(text.encode()))
+    else:
+        data = content.draw(st.one_of(mutated(_npz_bytes(arr_0=_K49_ARRAYS[name])),
+                                      _ARRAY.map(lambda a: _npz_bytes(arr_0=a))))
+    (folder / name).write_bytes(data)
+    try:
+        ds = read_k49(str(folder))
+    except InvTransferError:
+        return
+    assert ds.x_train.ndim == 4 and len(ds.x_train) == len(ds.y_train) and ds.num_classes == 49
+    assert ds.y_train.min() >= 0 and ds.y_train.max() < 49
+
+
+_GT_HEADER = "Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId\n"
+_GT_CELL = st.one_of(st.integers(-5, 100).map(str), st.text(alphabet="abc.;ppm 0-", max_size=6))
+
+
+@FUZZ
+@given(data=st.one_of(
+    mutated((_GT_HEADER + "00000_00000.ppm;30;34;6;5;24;29;1\n00001_00000.ppm;40;35;6;5;34;30;1\n").encode()),
+    st.lists(st.lists(_GT_CELL, min_size=0, max_size=9), max_size=4).map(
+        lambda rows: (_GT_HEADER + "".join(";".join(r) + "\n" for r in rows)).encode())))
+def test_fuzz_gtsrb_csv(fuzz_dir, data):
+    path = fuzz_dir / "GT-00000.csv"
+    path.write_bytes(data)
+    try:
+        rows = formats.gtsrb.read_gt_csv(str(path))
+    except InvTransferError:
+        return
+    assert rows and all(isinstance(r[0], str) and all(isinstance(v, int) for v in r[1:]) for r in rows)
