@@ -204,7 +204,6 @@ def test_shards_and_loss_scale_recompose_the_global_batch():
 def test_shards_rebuild_the_single_process_batch(setup):
     cfg = dict(setup["cfg"], name="plan", crop_padding=2, git=dict(setup["cfg"]["git"], gen_frac=0.75))
     run = classifier.ClassifierRun(from_dict(classifier.TrainConfig, cfg))
-    run._setup()
     bidx, bidx2 = torch.arange(13) * 5, torch.arange(13) * 3 + 1  # odd size: unequal shards
     plan = run.plan_batch(bidx, 2, 4, bidx2)
     assert plan.generated > 0
@@ -309,7 +308,6 @@ def _strong_worker(rank, world, port, cfg, result_dir):
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
     run = classifier.ClassifierRun(from_dict(classifier.TrainConfig, cfg))
-    run._setup()
     seen, first = _strong_steps(run)
     torch.save({"model": run.model.state_dict(), "first": first, "seen": seen}, os.path.join(result_dir, f"rank{rank}.pt"))
     run.dist.close(wait=True)
@@ -331,7 +329,6 @@ def test_strong_augmentation_and_sam_steps_of_two_processes_are_one_processs(set
     cfg = dict(setup["cfg"], **STRONG, optim=dict(setup["cfg"]["optim"], lr=0.05, sam_rho=sam_rho))
     with one_thread():
         single = classifier.ClassifierRun(from_dict(classifier.TrainConfig, dict(cfg, name=f"single_{sam_rho}")))
-        single._setup()
         seen, first = _strong_steps(single)
     result_dir = setup["tmp"] / f"strong_{sam_rho}"
     result_dir.mkdir()

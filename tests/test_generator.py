@@ -74,7 +74,6 @@ WEIGHT_OF = {"loss_adv": "gan_weight", "loss_recon_x": "recon_x_weight", "loss_r
 
 def test_one_iteration_changes_weights_and_keeps_losses_finite(npz16, tmp_path):
     run = generator.GeneratorRun(tiny_cfg(npz16, tmp_path, **ODD_WEIGHTS))
-    run._setup()
     before_g = {k: v.clone() for k, v in run.gen.state_dict().items()}
     before_d = {k: v.clone() for k, v in run.disc.state_dict().items()}
     terms = run.train_step(0)
@@ -124,7 +123,6 @@ def test_defaults_are_the_papers(source):
 
 def test_trainer_uses_the_configured_optimiser_and_init(npz16, tmp_path):
     run = generator.GeneratorRun(tiny_cfg(npz16, tmp_path, arch=dict(TINY_ARCH, disc_width=16)))
-    run._setup()
     for opt, model in ((run.opt_g, run.gen), (run.opt_d, run.disc)):
         assert len(opt.param_groups) == 1
         group = opt.param_groups[0]
@@ -145,7 +143,6 @@ def test_trainer_uses_the_configured_optimiser_and_init(npz16, tmp_path):
 
 def test_discriminator_step_then_generator_step(npz16, tmp_path):
     run = generator.GeneratorRun(tiny_cfg(npz16, tmp_path))
-    run._setup()
     events, seen = [], {}
 
     def spy(name, fn):
@@ -197,7 +194,6 @@ def expected_batch(run, iteration, flip_axis=3):
 @pytest.mark.parametrize("flip", [True, False])
 def test_batch_is_the_sampled_images_with_the_drawn_flips(npz16, tmp_path, flip):
     run = generator.GeneratorRun(tiny_cfg(npz16, tmp_path, batch_size=8, flip=flip))
-    run._setup()
     n_flipped = 0
     for iteration in range(3):
         x, _ = run.batch(iteration)
@@ -217,7 +213,6 @@ def test_bf16_autocast_training_step_on_cpu(npz16, tmp_path):
     runs = {}
     for amp in ("bf16", "off"):
         runs[amp] = generator.GeneratorRun(tiny_cfg(npz16, tmp_path / amp, amp=amp))
-        runs[amp]._setup()
     assert runs["bf16"].amp_dtype == torch.bfloat16 and runs["off"].amp_dtype is None
     before = {k: v.clone() for k, v in runs["bf16"].gen.state_dict().items()}
     terms = {amp: run.train_step(0) for amp, run in runs.items()}

@@ -118,9 +118,7 @@ def test_sam_step_with_rho_zero_is_the_sgd_step_bit_for_bit(tiny_npz, tmp_path, 
 
 def test_sam_changes_the_step_and_leaves_no_perturbation(tiny_npz, tmp_path):
     run = classifier.ClassifierRun(cfg(tiny_npz, tmp_path, optim={"sam_rho": 0.5}))
-    run._setup()
     plain = classifier.ClassifierRun(cfg(tiny_npz, tmp_path / "p"))
-    plain._setup()
     plain.model.load_state_dict(run.model.state_dict())
     bidx = torch.arange(16)
     run._train_step(bidx, 0, 0, None)
@@ -186,7 +184,6 @@ def test_a_run_from_before_the_options_resumes(tiny_npz, tmp_path):
 def test_tail_loss_is_the_loss_of_the_tail_rows(tiny_npz, tmp_path):
     run = classifier.ClassifierRun(cfg(tiny_npz, tmp_path, optim={"sam_rho": 0.1, "sam_classes": "tail",
                                                                   "sam_tail_threshold": 8}))
-    run._setup()
     logits = torch.randn(12, 4)
     labels = torch.tensor([0, 1, 2, 3, 0, 0, 1, 2, 3, 3, 0, 1])  # counts [40, 20, 8, 4]: tail = {2, 3}
     tail_rows = labels >= 2
@@ -217,8 +214,6 @@ def test_generated_rows_are_augmented_and_mixed_like_real_rows(tmp_path):
     options = {"crop": "crop_flip", "policy": "trivialaugment", "policy_group": 4, "mixup": 0.4}
     strong, epoch = reference_run(str(tmp_path / "s"), augment=options)
     plain, _ = reference_run(str(tmp_path / "p"))
-    strong._setup()
-    plain._setup()
     bidx = torch.arange(16)
     bidx2 = torch.nonzero(plain.y_train_cpu >= 2).flatten().repeat(2)[:16]  # the classes GIT's threshold keeps
     x, y, generated = plain.compose_batch(bidx, epoch, 0, bidx2)
@@ -248,7 +243,6 @@ def test_the_processes_loss_shares_add_up_to_the_global_loss(tiny_npz, tmp_path,
 
     run = classifier.ClassifierRun(cfg(tiny_npz, tmp_path, loss={"name": loss}, optim={
         "sam_rho": 0.1, "sam_classes": "tail", "sam_tail_threshold": 8}))
-    run._setup()
     g = torch.Generator().manual_seed(0)
     n = 11
     logits = torch.randn(n, 4, generator=g).tanh()

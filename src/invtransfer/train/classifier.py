@@ -362,7 +362,6 @@ class ClassifierRun(TrainingRun):
         """Train (or resume) and write every output; returns ``results.json``'s content."""
         o = self.cfg.optim
         self.clock.start()
-        self._setup()
         epoch, start_step, running = self._start()
         tb = self._tensorboard()
         steps = math.ceil(len(self.y_train) / o.batch_size)

@@ -370,7 +370,6 @@ class GeneratorRun(TrainingRun):
         """Train (or resume) and write every output; returns the summary in ``summary.json``."""
         cfg = self.cfg
         self.clock.start()
-        self._setup()
         iteration, running = self._start()
         bar = self._progress(iteration)
         self.gen.train()

@@ -164,6 +164,7 @@ class TrainingRun:
             # The resolved dataset options, so that the run can be rebuilt exactly.
             self.cfg_dict["data"] = self.ds.config
             self._configure()
+            self._setup()
             self.run_dir: str = self.dist.on_main(self._prepare_run_dir)
         except BaseException:
             self.dist.close()
@@ -171,6 +172,11 @@ class TrainingRun:
 
     def _configure(self) -> None:
         """The job's checks and settings once the dataset is known (before the run directory)."""
+
+    def _setup(self) -> None:
+        """The job's state (model, optimiser, data on the device), after :meth:`_configure` and
+        before the run directory exists, so a failure here leaves nothing behind; ``run()``
+        then only starts (or restores) and loops."""
 
     def method_tag(self) -> str:
         """The method part of an automatic run name."""
