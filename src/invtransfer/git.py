@@ -34,6 +34,17 @@ What the mixer decides, from ``(seed, epoch, step)`` alone, on the CPU:
 A used slot ``i`` receives the generated version of the second batch's image ``i`` and its label;
 the other rows stay as they were. When no slot is used the generator is not called.
 
+Optionally a class filter (docs/design.md#git-filter) drops generated images whose content left
+their class: a frozen reference classifier (e.g. the same long-tail method trained without GIT)
+runs once over the generated images, and a slot is written only if it ranks the source class
+first (``rule="top1"``, recommended) or gives it probability ``>= min_prob`` (``"prob"``); a
+rejected slot keeps the main batch's real image and label::
+
+    from invtransfer.git import load_class_filter
+
+    keep = load_class_filter("runs/my-ce-drs", device="cuda", rule="top1")   # its own normaliser
+    mixer = GitMixer(gen, class_counts, gen_frac=0.5, seed=0, mean=MEAN, std=STD, filter=keep)
+
 Images are in any per-channel normalisation ``x = (p - mean) / std`` with pixels ``p`` in
 [0, 1], stated once to the mixer (``mean=0, std=1``: images in [0, 1]). The generator runs in
 inference mode under its own autocast setting (bf16 on CUDA by default), also when called
@@ -58,11 +69,18 @@ import torch
 from invtransfer.data.batches import step_generator, to_device
 from invtransfer.errors import InvTransferError
 from invtransfer.models.munit import MunitGenerator
-from invtransfer.train.inference import NuisanceSampler
+from invtransfer.train.configs import FILTER_RULES
+from invtransfer.train.inference import (
+    FrozenClassifier,
+    NuisanceSampler,
+    check_trained_on,
+    load_frozen_classifier,
+    trained_on_instance,
+)
 from invtransfer.train.inference import load_generator as _load_generator_module
 
-__all__ = ["WEIGHTINGS", "FrozenGenerator", "load_generator", "keep_probability", "MixPlan", "MixedBatch",
-           "GitMixer"]
+__all__ = ["WEIGHTINGS", "FILTER_RULES", "FrozenGenerator", "load_generator", "keep_probability", "ClassFilter",
+           "load_class_filter", "MixPlan", "MixedBatch", "GitMixer"]
 
 WEIGHTINGS = ("none", "linear", "threshold")
 
@@ -108,7 +126,7 @@ class FrozenGenerator(NuisanceSampler):
         m = self.meta
         return {"path": os.path.abspath(m["path"]) if m.get("path") else None, "dataset": m.get("name"),
                 "dataset_fingerprint": m.get("fingerprint"), "nuisance": m.get("nuisance"),
-                "instance": _instance(m), "iteration": m.get("iteration"),
+                "instance": trained_on_instance(m), "iteration": m.get("iteration"),
                 "images_seen": m.get("images_seen")}
 
     def check_dataset(self, name: str, fingerprint: str, *, what: str, override: str,
@@ -118,36 +136,11 @@ class FrozenGenerator(NuisanceSampler):
         ``fingerprint`` (its preset, instance, nuisance and every other option, and the same source
         files), unless ``allow_other_dataset``. ``what`` names the other side in the message and
         ``override`` the switch that allows a deliberate transfer."""
-        if allow_other_dataset:
-            return
-        m = self.meta
-        where = m.get("path") or "the generator"
-        if not m.get("name") or not m.get("fingerprint"):
-            raise InvTransferError(
-                f"generator {where} does not record the dataset it was trained on (its 'dataset' entry has no name "
-                f"or fingerprint), so it cannot be checked against {what} ({name!r}, fingerprint {fingerprint}). "
-                f"Use a generator.pt written by invtransfer train-generator, or pass {override} to use it anyway.")
-        if m["fingerprint"] == fingerprint:
-            return
-        theirs = {"dataset": m.get("name"), "instance": _instance(m),
-                  "nuisance": m.get("nuisance")}
-        mine = {"dataset": name, "instance": instance, "nuisance": nuisance}
-        differ = [f"{k} {theirs[k]!r} vs {mine[k]!r}" for k in theirs
-                  if mine[k] is not None and theirs[k] is not None and theirs[k] != mine[k]]
-        why = ("; ".join(differ) if differ else
-               "same preset, instance and nuisance, but other dataset options or source files")
-        raise InvTransferError(
-            f"generator {where} was trained on dataset {m.get('name')!r} (fingerprint {m['fingerprint']}), but "
-            f"{what} is {name!r} (fingerprint {fingerprint}): {why}. A generator models the nuisances of the "
-            f"training set it saw; train one on this dataset (invtransfer train-generator ... data.name={name}"
-            f"{f' data.instance={instance}' if instance is not None else ''}), or pass {override} for a "
-            f"deliberate transfer.")
-
-
-def _instance(meta: dict) -> int | None:
-    """The dataset instance a generator was trained on: its training config's data.instance."""
-    data = (meta.get("config") or {}).get("data") or {}
-    return data.get("instance") if isinstance(data, dict) else None
+        check_trained_on(self.meta, name, fingerprint, model=f"generator {self.meta.get('path') or 'the generator'}",
+                         what=what, override=override, command="invtransfer train-generator", file="generator.pt",
+                         advice="A generator models the nuisances of the training set it saw; train one on this "
+                                "dataset",
+                         nuisance=nuisance, instance=instance, allow_other_dataset=allow_other_dataset)
 
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu", *, chunk_size: int = 1024,
@@ -188,6 +181,86 @@ def keep_probability(weighting: str, class_counts: Sequence[int], threshold: int
     return ((threshold - n) / (threshold - n_min)).clamp_min(0.0)
 
 
+class ClassFilter:
+    """Keeps a generated image only where a frozen reference classifier still sees its source class.
+
+    GIT's generated images keep their source's label; a generator that moves the content to
+    another class (docs/design.md#git-filter) then trains on a wrong label. The filter runs the
+    reference classifier once over the generated images of a step (nothing else) and keeps slot
+    ``i`` with rule ``"top1"`` if the classifier ranks the source class ``y_i`` first, with
+    ``"prob"`` if it gives it softmax probability ``>= min_prob``. A rejected slot keeps the
+    real image and label of the main batch, so the batch size and the sampler's class balance
+    stay as they are. ``top1`` is the recommended rule: it needs no threshold and does not
+    depend on the scale of the logits, whereas a fixed probability threshold interacts with the
+    classifier's calibration, which differs with class size under a long tail.
+
+    ``classifier``: a :class:`~invtransfer.train.inference.FrozenClassifier` (its own
+    normaliser; :func:`load_class_filter` loads one from a run), or any ``torch.nn.Module`` with
+    its input normalisation ``mean``/``std`` (in [0, 1] pixel units). ``filter(images, labels,
+    mean, std)`` takes the generated images in the caller's normalisation and returns the keep
+    mask (bool, CPU, one host synchronisation).
+    """
+
+    def __init__(self, classifier: FrozenClassifier | torch.nn.Module, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None, *, rule: str = "top1", min_prob: float = 0.5,
+                 amp: str = "auto") -> None:
+        if rule not in FILTER_RULES:
+            raise InvTransferError(f"class filter rule {rule!r} is not one of {', '.join(FILTER_RULES)} (top1: the "
+                                   f"reference classifier ranks the source class first; prob: gives it probability "
+                                   f">= min_prob).")
+        if isinstance(min_prob, bool) or not isinstance(min_prob, (int, float)) or not 0 < min_prob <= 1:
+            raise InvTransferError(f"class filter min_prob must be a probability in (0, 1], got {min_prob!r}.")
+        if isinstance(classifier, FrozenClassifier):
+            if mean is not None or std is not None:
+                raise InvTransferError("a FrozenClassifier brings its own normaliser: pass mean/std only with a "
+                                       "plain torch.nn.Module.")
+            self.classifier = classifier
+        elif mean is None or std is None:
+            raise InvTransferError("ClassFilter needs the reference classifier's input normalisation: mean and std "
+                                   "(or a FrozenClassifier from invtransfer.git.load_class_filter).")
+        else:
+            self.classifier = FrozenClassifier(classifier, mean, std, amp=amp)
+        self.rule, self.min_prob = rule, float(min_prob)
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float],
+                 std: Sequence[float]) -> torch.Tensor:
+        """(N,) bool CPU mask of the generated ``images`` (normalised with ``mean``/``std``) to keep,
+        each judged against its source class in ``labels``."""
+        if len(labels) != images.shape[0]:
+            raise InvTransferError(f"class filter: {images.shape[0]} images but {len(labels)} labels.")
+        if len(labels) == 0:
+            return torch.zeros(0, dtype=torch.bool)
+        with torch.inference_mode():
+            logits = self.classifier(images, mean, std)
+            target = labels.to(logits.device).long()
+            if bool((target < 0).any()) or bool((target >= logits.shape[1]).any()):
+                raise InvTransferError(f"class filter: labels must lie in 0..{logits.shape[1] - 1} (the reference "
+                                       f"classifier's classes); got {sorted(set(labels.tolist()))}.")
+            if self.rule == "top1":
+                keep = logits.argmax(1) == target
+            else:
+                keep = logits.softmax(1).gather(1, target[:, None]).squeeze(1) >= self.min_prob
+            return keep.cpu()
+
+    def provenance(self) -> dict:
+        """What ``results.json`` records about the filter: rule, threshold, reference classifier."""
+        return {"rule": self.rule, "min_prob": self.min_prob if self.rule == "prob" else None,
+                "classifier": self.classifier.provenance()}
+
+    def __repr__(self) -> str:
+        extra = f", min_prob={self.min_prob}" if self.rule == "prob" else ""
+        return f"ClassFilter(rule={self.rule!r}{extra}, classifier={self.classifier.path or 'loaded'})"
+
+
+def load_class_filter(path: str | os.PathLike, device: str | torch.device = "cpu", *, rule: str = "top1",
+                      min_prob: float = 0.5, amp: str = "auto") -> ClassFilter:
+    """A :class:`ClassFilter` over the frozen classifier of a classifier run directory, its
+    ``model.pt`` or a ``checkpoint.pt`` (read with ``torch.load(weights_only=True)``), with that
+    classifier's own normaliser. Check it against your data with
+    ``filter.classifier.check_run(...)``."""
+    return ClassFilter(load_frozen_classifier(os.fspath(path), device, amp=amp), rule=rule, min_prob=min_prob)
+
+
 @dataclass
 class MixPlan:
     """GIT's decisions for one batch (CPU tensors): which slots get generated images, their labels
@@ -222,12 +295,14 @@ class GitMixer:
     training set's images per class (the weighting's ``n_c``; labels index it). ``mean``/``std``:
     the per-channel normalisation of the images you pass, in [0, 1] pixel units (default 0 and 1:
     images in [0, 1]). ``seed`` and ``rank`` choose the random streams: the same seed, epoch and
-    step give the same decisions.
+    step give the same decisions. ``filter``: a :class:`ClassFilter`; a generated image it rejects
+    is not written, so its slot keeps the main batch's real image and label (default: none).
     """
 
     def __init__(self, generator: NuisanceSampler, class_counts: Sequence[int], *, gen_frac: float = 0.5,
                  weighting: str = "none", class_size_threshold: int | None = None, seed: int = 0, rank: int = 0,
-                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 filter: ClassFilter | None = None) -> None:  # noqa: A002 (the option's name)
         if not isinstance(generator, NuisanceSampler):
             raise InvTransferError(f"GitMixer needs a generator from invtransfer.git.load_generator, got "
                                    f"{type(generator).__name__}.")
@@ -248,6 +323,10 @@ class GitMixer:
         if len(self.mean) != channels or len(self.std) != channels or min(self.std) <= 0:
             raise InvTransferError(f"mean/std must have one entry per image channel ({channels}) and std > 0; got "
                                    f"mean={list(self.mean)}, std={list(self.std)}.")
+        if filter is not None and not isinstance(filter, ClassFilter):
+            raise InvTransferError(f"filter must be an invtransfer.git.ClassFilter (load_class_filter), got "
+                                   f"{type(filter).__name__}.")
+        self.filter = filter
 
     @property
     def style_dim(self) -> int:
@@ -296,12 +375,20 @@ class GitMixer:
 
     def replace(self, x: torch.Tensor, plan: MixPlan, sources: torch.Tensor, *, y: torch.Tensor | None = None,
                 rows: tuple[int, int] | None = None) -> int:
-        """Write generated images into the planned slots of ``x`` in place; return how many.
+        """Write generated images into the planned slots of ``x`` in place; return how many were
+        written (:meth:`replace_accepted`, which says which)."""
+        return int(self.replace_accepted(x, plan, sources, y=y, rows=rows).sum())
 
-        ``x`` (and ``y``, if given, whose slots get the plan's labels) hold rows
+    def replace_accepted(self, x: torch.Tensor, plan: MixPlan, sources: torch.Tensor, *,
+                         y: torch.Tensor | None = None, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """Write generated images into the planned slots of ``x`` in place; return which were written.
+
+        ``x`` (and ``y``, if given, whose written slots get the plan's labels) hold rows
         ``[start, stop)`` of the batch (default: all of it); ``sources`` are the second batch's
-        images at the planned slots within those rows, in slot order. Without such slots the
-        generator is not called.
+        images at the planned slots within those rows, in slot order. Every such slot is
+        generated; with a :class:`ClassFilter` only those it accepts are written, the others keep
+        their row of ``x`` and ``y``. Returns a bool CPU mask over those slots, in slot order (all
+        true without a filter). Without such slots the generator is not called.
         """
         start, stop = rows if rows is not None else (0, x.shape[0])
         if stop - start != x.shape[0]:
@@ -311,20 +398,30 @@ class GitMixer:
         if sources.shape[0] != count:
             raise InvTransferError(f"{sources.shape[0]} source images for {count} planned slot(s) in rows "
                                    f"[{start}, {stop}); pass the second batch's images at exactly those slots.")
+        accepted = torch.ones(count, dtype=torch.bool)
         if count == 0:
-            return 0
-        at = to_device(plan.slots[mine] - start, x.device)
-        x[at] = self.generate(sources, plan.styles[mine]).to(x.device, x.dtype)
+            return accepted
+        slots, labels = plan.slots[mine] - start, plan.labels[mine]
+        images = self.generate(sources, plan.styles[mine])
+        if self.filter is not None:
+            accepted = self.filter(images, labels, self.mean, self.std)
+            if not bool(accepted.all()):
+                slots, labels, images = slots[accepted], labels[accepted], images[to_device(accepted, images.device)]
+        if len(slots) == 0:
+            return accepted
+        at = to_device(slots, x.device)
+        x[at] = images.to(x.device, x.dtype)
         if y is not None:
-            y[to_device(at, y.device)] = to_device(plan.labels[mine], y.device).to(y.dtype)
-        return count
+            y[to_device(at, y.device)] = to_device(labels, y.device).to(y.dtype)
+        return accepted
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, x2: torch.Tensor, y2: torch.Tensor, *, epoch: int,
                  step: int) -> MixedBatch:
         """The batch ``(x, y)`` with GIT's slots replaced by generated images of the second batch
         ``(x2, y2)`` (same normalisation; its first ``len(y)`` rows are used). The inputs are not
         modified: when slots are replaced, ``x`` and ``y`` are copies; otherwise they are returned
-        as they are. Labels ``y2`` on the CPU avoid a device synchronisation."""
+        as they are. Labels ``y2`` on the CPU avoid a device synchronisation. ``replaced`` lists the
+        slots written: with a filter, the planned slots it accepted (:meth:`plan` gives all)."""
         for name, t in (("x", x), ("y", y), ("x2", x2), ("y2", y2)):
             if not isinstance(t, torch.Tensor):
                 raise InvTransferError(f"{name} must be a torch.Tensor, got {type(t).__name__}.")
@@ -339,9 +436,9 @@ class GitMixer:
         if plan.size == 0:
             return MixedBatch(x, y, plan.slots)
         x, y = x.clone(), y.clone()
-        self.replace(x, plan, x2[to_device(plan.slots, x2.device)], y=y)
-        return MixedBatch(x, y, plan.slots)
+        accepted = self.replace_accepted(x, plan, x2[to_device(plan.slots, x2.device)], y=y)
+        return MixedBatch(x, y, plan.slots[accepted])
 
     def __repr__(self) -> str:
         return (f"GitMixer(gen_frac={self.gen_frac}, classes={len(self.keep)}, seed={self.seed}, rank={self.rank}, "
-                f"style_dim={self.style_dim})")
+                f"style_dim={self.style_dim}{f', filter={self.filter!r}' if self.filter is not None else ''})")

@@ -10,7 +10,9 @@ correlation of per-class eKLD with class size (from the run's ``invariance.json`
 (docs/design.md#published-numbers); then one row per run (the spread behind each mean), and per dataset a per-class accuracy against class size
 plot, an eKLD against class size plot (every run's classes as points, one colour per method, the
 line through the mean eKLD of each class size) and the sample grid of every generator a GIT run
-used. Between the summary and the runs, a paired table (see :func:`comparisons`) gives for each
+used; for GIT runs with a class filter (``git.filter``), a table of the generated slots it accepted
+and, per dataset, their acceptance rate per class against class size (from each run's
+``metrics.jsonl``, summed over the GIT epochs). Between the summary and the runs, a paired table (see :func:`comparisons`) gives for each
 comparison and metric n, the mean difference ± its standard error, the 95 % t-interval, the
 paired t-test's p-value and a reading in words (:func:`reading`). ``report.json`` beside
 ``report.md`` holds the same statistics for scripts.
@@ -93,6 +95,10 @@ def find_results(paths: list[str]) -> list[dict]:
                         r["invariance"] = json.load(fh)
                 except (OSError, ValueError) as e:
                     raise InvTransferError(f"{inv} is not readable JSON ({e}).") from None
+            if in_run_dir and "git_filter_counts" not in r:
+                counts = filter_counts(os.path.join(os.path.dirname(os.path.abspath(f)), "metrics.jsonl"))
+                if counts is not None:
+                    r["git_filter_counts"] = counts
             found.append(r)
     by_key: dict[tuple, str] = {}
     for r in found:
@@ -104,6 +110,35 @@ def find_results(paths: list[str]) -> list[dict]:
                 f"which to pair. Pass one of them (e.g. its run directory instead of the folder).")
         by_key[key] = r["_path"]
     return found
+
+
+def filter_counts(metrics_path: str) -> dict | None:
+    """GIT's class-filter counts of a run's ``metrics.jsonl``: per class, the generated slots the
+    filter judged (``proposed``) and accepted, summed over the epochs that record them; None when
+    the file is missing or records none (a run without ``git.filter``)."""
+    if not os.path.isfile(metrics_path):
+        return None
+    proposed: list[int] | None = None
+    accepted: list[int] | None = None
+    epochs = 0
+    try:
+        with open(metrics_path, encoding="utf-8") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                rec = json.loads(line)
+                if "git_filter_proposed" not in rec:
+                    continue
+                p, a = [int(v) for v in rec["git_filter_proposed"]], [int(v) for v in rec["git_filter_accepted"]]
+                proposed = p if proposed is None else [x + y for x, y in zip(proposed, p)]
+                accepted = a if accepted is None else [x + y for x, y in zip(accepted, a)]
+                epochs += 1
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InvTransferError(f"{metrics_path} has unreadable class-filter counts ({type(e).__name__}: "
+                               f"{e}).") from None
+    if proposed is None:
+        return None
+    return {"proposed": proposed, "accepted": accepted, "epochs": epochs}
 
 
 def mean_se(values: list[float | None]) -> tuple[float, float, int] | None:
@@ -377,6 +412,37 @@ def run_table(results: list[dict], out_dir: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def filter_table(results: list[dict], out_dir: str) -> str:
+    """One row per run with class-filter counts: rule, reference classifier, generated slots accepted."""
+    head = ["run", "method", "seed", "instance", "rule", "reference classifier", "accepted of generated",
+            "acceptance %", "GIT epochs"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in sorted(results, key=lambda r: (r["dataset"], r["method"], r.get("instance", 0), r["seed"])):
+        counts = r.get("git_filter_counts")
+        if counts is None:
+            continue
+        used = r.get("git_filter") or {}
+        rule = used.get("rule", "?") + (f" >= {used['min_prob']}" if used.get("min_prob") is not None else "")
+        ref = (used.get("classifier") or {}).get("path")
+        acc, prop = sum(counts["accepted"]), sum(counts["proposed"])
+        cells = [f"`{os.path.relpath(r['_path'], out_dir)}`", r["method"], str(r["seed"]), str(r.get("instance", 0)),
+                 rule, f"`{ref}`" if ref else "-", f"{acc} of {prop}", f"{100.0 * acc / prop:.1f}" if prop else "-",
+                 str(counts["epochs"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_filter_groups(runs: list[dict], path: str, title: str) -> None:
+    """Per-class acceptance rate of GIT's class filter (summed over the GIT epochs) against class
+    size: points per class of each run (classes with generated slots), a mean line per method."""
+    def points(r: dict) -> list[tuple[float, float]]:
+        c = r["git_filter_counts"]
+        return [(n, 100.0 * a / p) for n, a, p in zip(r["train_class_counts"], c["accepted"], c["proposed"]) if p]
+
+    plot_against_class_size(_series_by_method(runs, points), path, ylabel="generated slots accepted (%)",
+                            mean_line=True, title=f"{title}: class-filter acceptance")
+
+
 def _series_by_method(runs: list[dict], points, extra=lambda runs: "") -> dict[str, list]:
     """Label ``method (n runs[extra])`` -> the points of all its runs."""
     groups: dict[str, list[dict]] = defaultdict(list)
@@ -446,7 +512,8 @@ def report_json(title: str, rows: list[dict], pairs: list[dict], results: list[d
                for k, v in r.items()} for r in rows]
     paired = [dict(p, unpaired=[rel(u) for u in p["unpaired"]]) for p in pairs]
     runs = [{"run": rel(r), "dataset": r["dataset"], "method": r["method"], "instance": r.get("instance", 0),
-             "seed": r["seed"]} for r in results]
+             "seed": r["seed"], **({"git_filter_counts": r["git_filter_counts"]} if "git_filter_counts" in r else {})}
+            for r in results]
     return {"title": title, "groups": groups, "paired": paired, "runs": runs}
 
 
@@ -474,6 +541,10 @@ def write_report(paths: list[str], out_dir: str, title: str = "invtransfer repor
                   paired_table(pairs, with_ekld=any(r.get("invariance") for r in results)),
                   unpaired_note(pairs, out_dir)]
     parts += ["\nEvery run:\n\n", run_table(results, out_dir)]
+    if any("git_filter_counts" in r for r in results):
+        parts += ["\nClass filter (`git.filter`): generated slots the reference classifier accepted (the others "
+                  "kept their real image and label), summed over the GIT epochs of each run's metrics.jsonl.\n\n",
+                  filter_table(results, out_dir)]
     by_dataset: dict[str, list[dict]] = defaultdict(list)
     for r in results:
         by_dataset[r["dataset"]].append(r)
@@ -487,6 +558,11 @@ def write_report(paths: list[str], out_dir: str, title: str = "invtransfer repor
             png = f"ekld_vs_class_size_{dataset}_{transform.replace(':', '_').replace(os.sep, '_')}.png"
             plot_ekld_groups(group, os.path.join(out_dir, png), dataset)
             parts.append(f"\n![eKLD against class size on {dataset}, {transform}]({png})\n")
+        filtered = [r for r in runs if "git_filter_counts" in r]
+        if filtered:
+            png = f"git_filter_acceptance_{dataset}.png"
+            plot_filter_groups(filtered, os.path.join(out_dir, png), dataset)
+            parts.append(f"\n![class-filter acceptance against class size on {dataset}]({png})\n")
     grids = generator_grids(results)
     names = grid_file_names(list(grids))
     if grids:

@@ -61,7 +61,7 @@ from invtransfer.data import augment, batches, datasets
 from invtransfer.data.augment import BatchAugment, MixedTargets, Policy
 from invtransfer.config import to_dict
 from invtransfer.errors import InvTransferError
-from invtransfer.git import GitMixer, MixPlan, load_generator
+from invtransfer.git import ClassFilter, GitMixer, MixPlan, load_class_filter, load_generator
 from invtransfer.git import keep_probability as git_keep_probability  # noqa: F401 (re-exported: it lived here)
 from invtransfer.models.resnet_cifar import build_model
 from invtransfer.plots import plot_against_class_size
@@ -137,9 +137,13 @@ class BatchPlan:
     gen_index: torch.Tensor  # (k,) second-stream images they are generated from
     gen_augment: batches.AugmentParams | None = None  # their augmentation draws (crop unset: git.input_crop=false)
     git: MixPlan | None = None  # GIT's decisions: the slots again, their labels and random styles
+    # git.filter: (k,) bool, which generated slots the filter accepted (the rejected keep their real
+    # row and label); set once the batch is materialised (None: no filter, or not yet known)
+    accepted: torch.Tensor | None = None
 
     @property
     def generated(self) -> int:
+        """Slots that went through the generator (with git.filter: before filtering)."""
         return len(self.gen_slots)
 
     @property
@@ -182,6 +186,29 @@ class ClassifierRun(TrainingRun):
                 ds.name, ds.fingerprint, nuisance=ds.nuisance, instance=ds.config["instance"],
                 what="the dataset of this run", override="git.allow_other_dataset=true",
                 allow_other_dataset=cfg.git.allow_other_dataset)
+        self.class_filter = self._class_filter()
+
+    def _class_filter(self) -> ClassFilter | None:
+        """GIT's class filter (``git.filter``) over its frozen reference classifier, loaded and
+        checked against the run's dataset (images, classes, fingerprint) before the run directory
+        exists."""
+        g, ds = self.cfg.git, self.ds
+        if g.filter == "none":
+            return None
+        key = "git.filter_classifier"
+        path = g.filter_classifier
+        if not os.path.exists(path):
+            raise InvTransferError(f"config key {key!r}={path!r}: no such file or directory; expected a classifier "
+                                   f"run directory (model.pt or checkpoint.pt in it) or checkpoint file.")
+        try:
+            class_filter = load_class_filter(path, self.device, rule=g.filter, min_prob=g.filter_min_prob,
+                                             amp=self.cfg.amp)
+        except InvTransferError as e:
+            raise InvTransferError(f"config key {key!r}={path!r}: {e}") from None
+        class_filter.classifier.check_run(ds.image_shape, ds.class_names, ds.name, ds.fingerprint, key=key,
+                                          override="git.allow_other_dataset=true", nuisance=ds.nuisance,
+                                          instance=ds.config["instance"], allow_other_dataset=g.allow_other_dataset)
+        return class_filter
 
     def method_tag(self) -> str:
         return self.method.replace("+", "-")
@@ -235,7 +262,8 @@ class ClassifierRun(TrainingRun):
             # The public mixer (invtransfer.git) makes GIT's decisions and writes the generated slots.
             self.mixer = GitMixer(self.nuisance_sampler, counts, gen_frac=cfg.git.gen_frac,
                                   weighting=cfg.git.weighting, class_size_threshold=cfg.git.class_size_threshold,
-                                  seed=cfg.seed, mean=self.normalizer.mean, std=self.normalizer.std)
+                                  seed=cfg.seed, mean=self.normalizer.mean, std=self.normalizer.std,
+                                  filter=self.class_filter)
 
     def _strong_augment(self) -> BatchAugment | None:
         """The policy and mixing of ``augment.*`` (data/augment.py), or None when both are off."""
@@ -375,8 +403,8 @@ class ClassifierRun(TrainingRun):
                 t0 = time.time()
                 for step in range(start_step, steps):
                     bidx, bidx2 = order(step)
-                    loss, correct, generated = self._guarded_step(bidx, epoch, step, steps, bidx2)
-                    self._count(running, loss, correct, generated, len(bidx), epoch, step, steps)
+                    loss, correct, plan = self._guarded_step(bidx, epoch, step, steps, bidx2)
+                    self._count(running, loss, correct, plan, len(bidx), epoch, step, steps)
                     self._show(bar, running, lr, t0)
                     if self._stop_requested():
                         self._stop(epoch, step + 1, steps, running, t0, bar)
@@ -420,7 +448,7 @@ class ClassifierRun(TrainingRun):
                              None if idx2 is None else idx2[step * bs:(step + 1) * bs])
 
     def _guarded_step(self, bidx: torch.Tensor, epoch: int, step: int, steps: int,
-                      bidx2: torch.Tensor | None) -> tuple[float, int, int]:
+                      bidx2: torch.Tensor | None) -> tuple[float, int, BatchPlan]:
         """:meth:`_train_step`, with CUDA running out of memory turned into a clear error."""
         o = self.cfg.optim
         return without_out_of_memory(
@@ -430,10 +458,22 @@ class ClassifierRun(TrainingRun):
             lambda _: self._stopped() + " A smaller batch size makes another run, which cannot resume this "
                                         "one's checkpoint: start it with overwrite=true or another name=.")
 
-    def _count(self, running: dict, loss: float, correct: int, generated: int, n: int, epoch: int, step: int,
+    def _count(self, running: dict, loss: float, correct: int, plan: BatchPlan, n: int, epoch: int, step: int,
                steps: int) -> None:
-        """Add one step to the epoch's running statistics; a non-finite loss stops the run."""
-        running["generated"] = running.get("generated", 0) + generated
+        """Add one step to the epoch's running statistics; a non-finite loss stops the run.
+
+        ``generated`` counts the slots the generator filled; with git.filter, ``git_filter_proposed``
+        and ``git_filter_accepted`` count them per class before and after the filter (global counts:
+        every process holds the whole batch's decisions, see :meth:`_filtered`). Like the other
+        statistics they live in ``running``, which checkpoints carry, so a resumed epoch counts on.
+        """
+        running["generated"] = running.get("generated", 0) + plan.generated
+        if plan.accepted is not None:
+            k = len(self.counts_t)
+            for key, labels in (("git_filter_proposed", plan.git.labels),
+                                ("git_filter_accepted", plan.git.labels[plan.accepted])):
+                counts = torch.bincount(labels, minlength=k).tolist()
+                running[key] = [a + b for a, b in zip(running.get(key) or [0] * k, counts)]
         if not math.isfinite(loss):
             raise InvTransferError(
                 f"non-finite training loss ({loss}) in step {step + 1}/{steps} of epoch {epoch + 1}/"
@@ -520,20 +560,47 @@ class ClassifierRun(TrainingRun):
         """Normalised images and labels of rows ``[start, stop)`` (default all) of a planned batch.
 
         Only the generated slots among those rows go through the generator (nothing is generated
-        and thrown away).
+        and thrown away). With ``git.filter`` the mixer writes only the generated images its
+        class filter accepts; :meth:`_filtered` then gives the rejected slots back their real
+        labels in the plan (the global batch's, which the losses' shares and mixing read).
         """
         start, stop = rows if rows is not None else (0, len(plan.index))
         dev = self.device
         x = self.augmenter.apply(self.x_train[batches.to_device(plan.index[start:stop], dev)],
                                  plan.augment.select(slice(start, stop)))
-        y = batches.to_device(plan.labels[start:stop], dev)
         if plan.git is not None:
             mine = plan.git.within(start, stop)
+            accepted = torch.zeros(0, dtype=torch.bool)
             if bool(mine.any()):
                 x2 = self.augmenter.apply(self.x_train[batches.to_device(plan.gen_index[mine], dev)],
                                           plan.gen_augment.select(mine))
-                self.mixer.replace(x, plan.git, x2, rows=(start, stop))
+                accepted = self.mixer.replace_accepted(x, plan.git, x2, rows=(start, stop))
+            if self.mixer.filter is not None:
+                self._filtered(plan, mine, accepted, (start, stop))
+        y = batches.to_device(plan.labels[start:stop], dev)
         return x, y
+
+    def _filtered(self, plan: BatchPlan, mine: torch.Tensor, accepted: torch.Tensor, rows: tuple[int, int]) -> None:
+        """Record git.filter's decisions in the plan: ``plan.accepted`` over all generated slots and,
+        for each rejected one, the main batch's real label in ``plan.labels``.
+
+        ``accepted`` covers this process's slots (``mine``). With several processes every one
+        calls this in the same steps (the plan is global) and one all-gather of a flag per row
+        gives each the whole batch's decisions, so all agree on the global labels; the per-class
+        counts of the epoch then come from the same decisions on every process.
+        """
+        n = len(plan.index)
+        decided = torch.zeros(plan.generated, dtype=torch.bool)
+        decided[torch.nonzero(mine).flatten()[accepted]] = True
+        known = mine
+        if self.dist.enabled:
+            flags = torch.zeros(rows[1] - rows[0], dtype=torch.float32)
+            flags[plan.gen_slots[decided] - rows[0]] = 1.0
+            flags = self.dist.gather_rows(flags.to(self.dist.device), n).cpu()
+            decided, known = flags[plan.gen_slots] > 0.5, torch.ones_like(mine)
+        rejected = plan.gen_slots[known & ~decided]
+        plan.labels[rejected] = self.y_train_cpu[plan.index[rejected]]
+        plan.accepted = decided if bool(known.all()) else None
 
     def compose_batch(self, bidx: torch.Tensor, epoch: int, step: int, bidx2: torch.Tensor | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor | MixedTargets, int]:
@@ -567,8 +634,9 @@ class ClassifierRun(TrainingRun):
                                mine.lam), targets
 
     def _train_step(self, bidx: torch.Tensor, epoch: int, step: int, weight: torch.Tensor | None,
-                    bidx2: torch.Tensor | None = None) -> tuple[float, int, int]:
-        """One optimiser step on the global batch ``bidx``; returns its loss, correct count, generated count.
+                    bidx2: torch.Tensor | None = None) -> tuple[float, int, BatchPlan]:
+        """One optimiser step on the global batch ``bidx``; returns its loss, correct count and plan
+        (generated slots and, with git.filter, the filter's decisions).
 
         With several processes each builds and forwards its shard; the shard's loss is scaled so
         that DDP's gradient average is the global batch's gradient. One host synchronisation per
@@ -589,10 +657,10 @@ class ClassifierRun(TrainingRun):
         correct = (logits.argmax(1) == hard).sum()
         if not self.dist.enabled:
             loss_value, correct_value = torch.stack([loss.detach(), correct.to(loss.dtype)]).tolist()
-            return loss_value, int(correct_value), plan.generated
+            return loss_value, int(correct_value), plan
         stats = torch.stack([loss.detach().double(), correct.double()])
         (loss_sum, correct_sum), self._agreed_stop = self.agree_on_stop(stats)
-        return loss_sum / self.dist.world_size, int(correct_sum), plan.generated
+        return loss_sum / self.dist.world_size, int(correct_sum), plan
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         with autocast(self.device, self.amp_dtype):
@@ -711,6 +779,10 @@ class ClassifierRun(TrainingRun):
                                   "train_accuracy": 100.0 * running["correct"] / max(running["seen"], 1),
                                   "images_per_s": running["seen"] / max(running["time"], 1e-9),
                                   "epoch_time_s": running["time"]}
+        if self.class_filter is not None and self.git_active(epoch):
+            zeros = [0] * len(self.counts_t)
+            record.update(git_filter_proposed=running.get("git_filter_proposed") or zeros,
+                          git_filter_accepted=running.get("git_filter_accepted") or zeros)
         last = epoch + 1 == cfg.optim.epochs
         if len(self.y_val) and ((epoch + 1) % cfg.eval_every == 0 or last):
             m = self._evaluate(self.x_val, self.y_val, f"the validation split after epoch {epoch + 1}/{cfg.optim.epochs}")
@@ -757,7 +829,8 @@ class ClassifierRun(TrainingRun):
                    "few_shot_accuracy": test["few_shot_accuracy"], "shot_group_sizes": test["shot_group_sizes"],
                    "confusion_matrix": test["confusion_matrix"], "selected_weights": selected,
                    "wall_time_s": wall_time, "started_from": self.forked, "device": str(self.device),
-                   "git_generator": self._generator_used(), "versions": versions(),
+                   "git_generator": self._generator_used(), "git_filter": self._filter_used(),
+                   "versions": versions(),
                    "dataset_fingerprint": ds.fingerprint, "dataset_warnings": ds.warnings, "config": self.cfg_dict}
         json_dump(self.path("results.json"), results)
         self._write_csv()
@@ -772,6 +845,13 @@ class ClassifierRun(TrainingRun):
         if self.nuisance_sampler is None:
             return None
         return dict(self.nuisance_sampler.provenance(), allow_other_dataset=self.cfg.git.allow_other_dataset)
+
+    def _filter_used(self) -> dict | None:
+        """git.filter's rule, threshold and reference classifier (path, dataset, fingerprint), and
+        whether another dataset's classifier was allowed."""
+        if self.class_filter is None:
+            return None
+        return dict(self.class_filter.provenance(), allow_other_dataset=self.cfg.git.allow_other_dataset)
 
     def _records(self) -> list[dict]:
         with open(self.path("metrics.jsonl"), encoding="utf-8") as fh:

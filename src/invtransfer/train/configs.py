@@ -24,6 +24,8 @@ from invtransfer.models.resnet_cifar import MODELS
 from invtransfer.train import losses, sam
 
 RULES = ("erm", "resample", "reweight", "drs", "drw")
+# Rules of GIT's class filter (invtransfer.git.ClassFilter): top1 or a probability threshold.
+FILTER_RULES = ("top1", "prob")
 
 
 @dataclass
@@ -134,13 +136,41 @@ class GitConfig:
                                     "false: only flip them when the dataset's augmentation flips (the official "
                                     "code's behaviour; GTSRB-LT, which never flips, then feeds them unchanged). "
                                     "The random draws are the same either way")
-    allow_other_dataset: bool = option(False, "accept a generator trained on another dataset, nuisance, instance "
-                                              "or dataset options (a deliberate transfer); otherwise refused")
+    allow_other_dataset: bool = option(False, "accept a generator (and a git.filter_classifier) trained on another "
+                                              "dataset, nuisance, instance or dataset options (a deliberate "
+                                              "transfer); otherwise refused")
+    filter: str = option("none", "class filter on generated samples (docs/design.md#git-filter): a frozen reference "
+                                 "classifier (git.filter_classifier) judges each generated image once; a rejected slot "
+                                 "keeps its real image and label. top1: keep if it ranks the source class first "
+                                 "(recommended: no threshold, independent of the logits' scale); prob: keep if it "
+                                 "gives the source class probability >= git.filter_min_prob (a fixed threshold "
+                                 "interacts with the classifier's calibration, which differs by class size); "
+                                 "none: off", choices=("none",) + FILTER_RULES)
+    filter_classifier: str | None = option(None, "reference classifier of git.filter: a classifier run directory, "
+                                                 "its model.pt or a checkpoint file (e.g. this method's run without "
+                                                 "GIT, or its checkpoint_eN.pt at E1), trained on this run's dataset "
+                                                 "(else refused, unless git.allow_other_dataset=true)")
+    filter_min_prob: float = option(0.5, "git.filter=prob: the smallest probability of the source class that keeps "
+                                         "a generated slot", gt=0, le=1)
 
     def validate(self) -> None:
         if self.weighting != "none" and self.class_size_threshold is None:
             raise InvTransferError(f"config key 'git.class_size_threshold' (K) is required with "
                                    f"git.weighting={self.weighting} (e.g. 500 on CIFAR-10-LT, 100 on CIFAR-100-LT).")
+        if self.filter != "none" and not self.filter_classifier:
+            raise InvTransferError(f"config key 'git.filter_classifier' is required with git.filter={self.filter}: "
+                                   f"the reference classifier that judges the generated images (a classifier run "
+                                   f"directory or its model.pt, trained on this dataset without GIT).")
+        if self.filter == "none" and self.filter_classifier:
+            raise InvTransferError(f"config key 'git.filter_classifier'={self.filter_classifier!r} is set but "
+                                   f"git.filter=none, so it would not be used; set git.filter=top1 (or prob) to filter "
+                                   f"generated samples, or leave git.filter_classifier unset.")
+        if self.filter != "none" and not self.generator:
+            raise InvTransferError(f"config key 'git.filter'={self.filter} filters GIT's generated samples, but "
+                                   f"git.generator is not set (GIT is off); set git.generator or git.filter=none.")
+        if not math.isfinite(self.filter_min_prob):
+            raise InvTransferError(f"config key 'git.filter_min_prob' must be a probability in (0, 1], got "
+                                   f"{self.filter_min_prob}.")
 
 
 @dataclass
@@ -354,3 +384,27 @@ class GeneratorTrainConfig(RunOptions):
     checkpoint_every: int = option(1000, "write state.pt every N iterations (and at the end)", ge=1)  # RunOptions'
     sample_every: int = option(1000, "write samples_<iteration>.png every N iterations", ge=1)
     log_every: int = option(50, "append to metrics.jsonl every N iterations (and at the end)", ge=1)
+    class_consistency_weight: float = option(0.0, "weight of the class-consistency term (docs/design.md#generator-"
+                                                  "class-consistency): cross-entropy of the frozen 'classifier' on "
+                                                  "the random-style decodes against their content image's class; "
+                                                  "0: off (MUNIT's loss as before)", ge=0)
+    classifier: str | None = option(None, "frozen classifier of the class-consistency term: a classifier run "
+                                          "directory or its model.pt, trained on this long-tailed dataset (e.g. "
+                                          "CE+DRS); required when class_consistency_weight > 0")
+    classifier_allow_other_dataset: bool = option(False, "accept a 'classifier' trained on another dataset, "
+                                                         "nuisance, instance or dataset options; otherwise refused")
+
+    def validate(self) -> None:
+        super().validate()
+        w = self.class_consistency_weight
+        if not math.isfinite(w):
+            raise InvTransferError(f"config key 'class_consistency_weight' must be a finite weight >= 0 (0: off), "
+                                   f"got {w}.")
+        if w > 0 and not self.classifier:
+            raise InvTransferError(f"config key 'classifier' is required with class_consistency_weight={w}: the "
+                                   f"frozen classifier (a classifier run directory or its model.pt, trained on this "
+                                   f"dataset) whose cross-entropy on the decodes the term adds.")
+        if w == 0 and self.classifier:
+            raise InvTransferError(f"config key 'classifier'={self.classifier!r} is set but class_consistency_weight "
+                                   f"is 0, so it would not be used; set class_consistency_weight > 0 (e.g. 1.0) or "
+                                   f"leave classifier unset.")

@@ -57,12 +57,18 @@ Decisions where the paper is silent or leaves a choice (docs/design.md#generator
   in ``metrics.jsonl`` uses the same unit.
 * ``arch.channels`` and ``arch.image_size`` default to the dataset's image shape; a value the
   user sets that differs is an error naming both.
+* Optional class-consistency term (``class_consistency_weight > 0`` with a frozen ``classifier``;
+  docs/design.md#generator-class-consistency): the cross-entropy of a classifier trained on the
+  same long-tailed data on the random-style decodes, against the class of the content image
+  (:func:`class_consistency_loss`), so that a decode keeps its content's class. Off by default:
+  the loop is then MUNIT's, bit for bit.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -88,8 +94,10 @@ from invtransfer.train import distributed
 from invtransfer.train.checkpoint import StopSignals, atomic_save, run_locked
 from invtransfer.train.configs import GeneratorArch, GeneratorTrainConfig  # noqa: F401 (re-exported)
 from invtransfer.train.inference import (  # noqa: F401 (re-exported: they lived here)
+    FrozenClassifier,
     NuisanceSampler,
     check_compatible,
+    load_frozen_classifier,
     load_generator,
     to_pixels,
     to_unit_range,
@@ -99,8 +107,10 @@ from invtransfer.train.scaffold import TrainingRun, append_log, dataset_meta, re
 
 # Streams of batches.step_generator used by one iteration (distinct so they never correlate).
 STREAM_A, STREAM_B, STREAM_STYLE = 1, 2, 3
-# Loss terms logged in metrics.jsonl (loss_recon_cycle only when recon_cycle_weight > 0).
+# MUNIT's loss terms, logged in metrics.jsonl (loss_recon_cycle only when recon_cycle_weight > 0) ...
 LOSS_KEYS = ("loss_d", "loss_g", "loss_adv", "loss_recon_x", "loss_recon_s", "loss_recon_c", "loss_recon_cycle")
+# ... and the optional class-consistency term (only when class_consistency_weight > 0)
+CLASS_KEY = "loss_class"
 GRID_STYLES = 6  # random-style columns of the training sample grids
 
 
@@ -108,7 +118,8 @@ GRID_STYLES = 6  # random-style columns of the training sample grids
 # since the schedule depends on the iteration only).
 _RESUME_FREE = ("resume", "overwrite", "quiet", "device", "compile", "checkpoint_every", "sample_every",
                 "log_every", "iterations", "data.data_root", "data.cache_dir", "data.strict_checksums",
-                "name", "out_dir")  # where the run lives: auto-named and moved runs must resume
+                "name", "out_dir",  # where the run lives: auto-named and moved runs must resume
+                "classifier_allow_other_dataset")  # a check at start-up, not part of training
 
 
 def learning_rate(cfg: GeneratorTrainConfig, iteration: int) -> float:
@@ -134,6 +145,30 @@ def stream_indices(weights: torch.Tensor, batch_size: int, seed: int, iteration:
 def _l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     # float32 whatever the autocast dtype; 2x = sum of the two streams' equal-size means.
     return 2.0 * F.l1_loss(a.float(), b.float())
+
+
+def class_consistency_loss(classifier: FrozenClassifier, decodes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The class-consistency term of the generator's loss (docs/design.md#generator-class-consistency).
+
+    For the random-style decodes ``x~_i = decode(content(x_i), s_i)``, ``s_i ~ N(0, I)``, of the
+    two streams' images ``x_i`` (MUNIT's cross-domain translations: content of one image, style
+    of the other domain drawn from the prior) with content classes ``y_i``, and a frozen
+    classifier ``f`` trained on the same long-tailed data::
+
+        L_class = 2 * (1 / 2B) * sum_i CE(f(T(x~_i)), y_i)
+                = mean_{i in A} CE(f(T(x~_i)), y_i) + mean_{i in B} CE(f(T(x~_i)), y_i)
+
+    with ``CE(z, y) = -log softmax(z)_y`` and ``T`` the map from the generator's range [-1, 1]
+    to the classifier's normaliser, ``T(x) = ((x + 1) / 2 - mean) / std``; the sum of the two
+    streams' means like MUNIT's other terms. This is the semantic-consistency loss of domain
+    adaptation (CyCADA's semantic loss, with the source classifier as the fixed judge) applied
+    within one domain: the decodes should keep their content's class whatever the style. ``f``
+    is frozen (eval mode, no parameter gradients), but the gradient flows through it to the
+    decodes and so to the generator. ``decodes`` are in [-1, 1], ``labels`` on their device.
+    """
+    c = decodes.shape[1]
+    logits = classifier(decodes, [0.5] * c, [0.5] * c)  # [-1, 1] is mean 0.5, std 0.5 in [0, 1] pixel units
+    return 2.0 * F.cross_entropy(logits, labels.to(logits.device))
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,6 +267,26 @@ class GeneratorRun(TrainingRun):
         self.dist.check_batch_size(cfg.batch_size, "batch_size")
         # The resolved architecture, so that the run can be rebuilt exactly.
         self.cfg_dict["arch"] = to_dict(self.arch)
+        self.classifier = self._consistency_classifier()
+
+    def _consistency_classifier(self) -> FrozenClassifier | None:
+        """The frozen classifier of the class-consistency term, loaded and checked against the
+        run's dataset (images, classes, fingerprint) before the run directory exists."""
+        cfg, ds = self.cfg, self.ds
+        if cfg.class_consistency_weight <= 0:
+            return None
+        key, path = "classifier", cfg.classifier
+        if not os.path.exists(path):
+            raise InvTransferError(f"config key {key!r}={path!r}: no such file or directory; expected a classifier "
+                                   f"run directory (model.pt or checkpoint.pt in it) or checkpoint file.")
+        try:
+            clf = load_frozen_classifier(path, self.device, amp=cfg.amp)
+        except InvTransferError as e:
+            raise InvTransferError(f"config key {key!r}={path!r}: {e}") from None
+        clf.check_run(ds.image_shape, ds.class_names, ds.name, ds.fingerprint, key=key,
+                      override="classifier_allow_other_dataset=true", nuisance=ds.nuisance,
+                      instance=ds.config["instance"], allow_other_dataset=cfg.classifier_allow_other_dataset)
+        return clf
 
     def method_tag(self) -> str:
         return "munit"
@@ -254,6 +309,8 @@ class GeneratorRun(TrainingRun):
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
         self.x_train = batches.to_device_images(ds.x_train, self.device)
         self.weights = example_weights(torch.from_numpy(ds.y_train), ds.train_class_counts)
+        # the content images' classes, for the class-consistency term only
+        self.y_train = torch.from_numpy(ds.y_train).to(self.device) if self.classifier is not None else None
         self.d_losses = torch.compile(self._d_losses) if cfg.compile else self._d_losses
         self.g_losses = torch.compile(self._g_losses) if cfg.compile else self._g_losses
 
@@ -293,7 +350,10 @@ class GeneratorRun(TrainingRun):
         real_out, fake_out = out.chunk(2)
         return 2.0 * lsgan_d_loss(real_out, fake_out)  # both directions summed
 
-    def _g_losses(self, x: torch.Tensor, style: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _g_losses(self, x: torch.Tensor, style: torch.Tensor,
+                  labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """MUNIT's generator terms and their weighted sum ``loss_g``; with ``labels`` (the content
+        images' classes) also the class-consistency term ``loss_class``."""
         cfg = self.cfg
         with self._autocast():
             content, own_style = self.gen.encode(x)
@@ -307,16 +367,22 @@ class GeneratorRun(TrainingRun):
                      "loss_recon_c": _l1(fake_content, content)}
             if cfg.recon_cycle_weight > 0:
                 terms["loss_recon_cycle"] = _l1(self.gen.decode(fake_content, own_style), x)
+            if labels is not None:
+                terms[CLASS_KEY] = class_consistency_loss(self.classifier, fake, labels)
         total = (cfg.gan_weight * terms["loss_adv"] + cfg.recon_x_weight * terms["loss_recon_x"]
                  + cfg.recon_s_weight * terms["loss_recon_s"] + cfg.recon_c_weight * terms["loss_recon_c"])
         if "loss_recon_cycle" in terms:
             total = total + cfg.recon_cycle_weight * terms["loss_recon_cycle"]
+        if CLASS_KEY in terms:
+            total = total + cfg.class_consistency_weight * terms[CLASS_KEY]
         terms["loss_g"] = total
         return terms
 
     def train_step(self, iteration: int) -> dict[str, torch.Tensor]:
         """One discriminator step then one generator step; returns the detached loss terms."""
-        x, _ = self.batch(iteration)
+        x, idx = self.batch(iteration)
+        # the content classes of both streams' rows (class-consistency term only; drawn with the rows)
+        labels = None if self.y_train is None else self.y_train[batches.to_device(idx, self.device)]
         g = batches.step_generator(self.cfg.seed, iteration, 0, stream=STREAM_STYLE)
         b = self.cfg.batch_size
         styles = torch.randn(2, 2 * b, self.arch.style_dim, generator=g)  # the global batch's styles
@@ -332,7 +398,7 @@ class GeneratorRun(TrainingRun):
         # The generator step needs gradients through D's input, not for D's weights.
         self.disc.requires_grad_(False)
         try:
-            terms = self.g_losses(x, styles[1])
+            terms = self.g_losses(x, styles[1]) if labels is None else self.g_losses(x, styles[1], labels)
             self.opt_g.zero_grad(set_to_none=True)
             terms["loss_g"].backward()
             distributed.average_gradients(list(self.gen.parameters()), self.dist)
@@ -457,7 +523,7 @@ class GeneratorRun(TrainingRun):
         n = max(running.get("n", 0), 1)
         its = running.get("n", 0) / max(running.get("time", 0.0), 1e-9)
         record: dict[str, Any] = {"iteration": iteration, "lr": lr,
-                                  **{k: running[k] / n for k in LOSS_KEYS if k in running},
+                                  **{k: running[k] / n for k in (*LOSS_KEYS, CLASS_KEY) if k in running},
                                   "iterations_per_s": its, "images_per_s": its * self.cfg.batch_size,
                                   "images_seen": iteration * self.cfg.batch_size}
         append_log(self.path("metrics.jsonl"), record)
@@ -465,9 +531,10 @@ class GeneratorRun(TrainingRun):
             bar.set_postfix(d=f"{record['loss_d']:.3f}", g=f"{record['loss_g']:.3f}",
                             x=f"{record['loss_recon_x']:.3f}", ips=f"{record['images_per_s']:.0f}")
         else:
+            extra = f" class {record[CLASS_KEY]:.4f}" if CLASS_KEY in record else ""
             print(f"iteration {iteration}/{self.cfg.iterations} d {record['loss_d']:.4f} g {record['loss_g']:.4f} "
                   f"adv {record['loss_adv']:.4f} recon_x {record['loss_recon_x']:.4f} "
-                  f"recon_s {record['loss_recon_s']:.4f} recon_c {record['loss_recon_c']:.4f} lr {lr:.3g} "
+                  f"recon_s {record['loss_recon_s']:.4f} recon_c {record['loss_recon_c']:.4f}{extra} lr {lr:.3g} "
                   f"{record['images_per_s']:.1f} img/s", flush=True)
 
     def _write_outputs(self, iteration: int, wall_time: float, cpu_time: float) -> dict:
@@ -481,7 +548,10 @@ class GeneratorRun(TrainingRun):
                    "images_seen": iteration * cfg.batch_size, "batch_size": cfg.batch_size,
                    "wall_time_s": wall_time, "cpu_time_s": cpu_time, "cpu_time_partial": self.clock.cpu_partial,
                    "device": str(self.device), "versions": versions(),
-                   "dataset_fingerprint": self.ds.fingerprint, "run_dir": self.run_dir}
+                   "dataset_fingerprint": self.ds.fingerprint, "run_dir": self.run_dir,
+                   "class_consistency": None if self.classifier is None else dict(
+                       self.classifier.provenance(), weight=cfg.class_consistency_weight,
+                       allow_other_dataset=cfg.classifier_allow_other_dataset)}
         json_dump(self.path("summary.json"), summary)
         print(f"generator trained for {iteration} iterations ({summary['images_seen']} images per stream); "
               f"outputs in {self.run_dir}", flush=True)
@@ -494,4 +564,4 @@ def train(cfg: GeneratorTrainConfig) -> dict:
 
 
 __all__ = ["GeneratorTrainConfig", "GeneratorArch", "GeneratorRun", "train", "write_sample_grid", "sample_grid",
-           "grid_sources", "learning_rate", "stream_indices", "example_weights"]
+           "grid_sources", "learning_rate", "stream_indices", "example_weights", "class_consistency_loss"]

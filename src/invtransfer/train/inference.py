@@ -120,6 +120,147 @@ def load_classifier(path: str, device: str | torch.device = "cpu") -> tuple[torc
     return model, meta
 
 
+def trained_on_instance(meta: dict) -> int | None:
+    """The dataset instance a trained model's run used: its training config's data.instance."""
+    data = (meta.get("config") or {}).get("data") or {}
+    return data.get("instance") if isinstance(data, dict) else None
+
+
+def check_trained_on(meta: dict, name: str, fingerprint: str, *, model: str, what: str, override: str,
+                     command: str, file: str, advice: str, nuisance: str | None = None, instance: int | None = None,
+                     allow_other_dataset: bool = False) -> None:
+    """Refuse (InvTransferError) a trained model whose checkpoint metadata ``meta`` does not record
+    the dataset ``name`` with ``fingerprint`` (its preset, instance, nuisance, every other option
+    and the same source files), unless ``allow_other_dataset``.
+
+    In the message: ``model`` names the model (e.g. ``"generator runs/g/generator.pt"``), ``what``
+    the other side, ``override`` the switch that allows a deliberate transfer, ``command`` and
+    ``file`` the command that trains such a model and the file it writes, ``advice`` why and
+    what to train instead.
+    """
+    if allow_other_dataset:
+        return
+    if not meta.get("name") or not meta.get("fingerprint"):
+        raise InvTransferError(
+            f"{model} does not record the dataset it was trained on (its 'dataset' entry has no name "
+            f"or fingerprint), so it cannot be checked against {what} ({name!r}, fingerprint {fingerprint}). "
+            f"Use a {file} written by {command}, or pass {override} to use it anyway.")
+    if meta["fingerprint"] == fingerprint:
+        return
+    theirs = {"dataset": meta.get("name"), "instance": trained_on_instance(meta), "nuisance": meta.get("nuisance")}
+    mine = {"dataset": name, "instance": instance, "nuisance": nuisance}
+    differ = [f"{k} {theirs[k]!r} vs {mine[k]!r}" for k in theirs
+              if mine[k] is not None and theirs[k] is not None and theirs[k] != mine[k]]
+    why = ("; ".join(differ) if differ else
+           "same preset, instance and nuisance, but other dataset options or source files")
+    raise InvTransferError(
+        f"{model} was trained on dataset {meta.get('name')!r} (fingerprint {meta['fingerprint']}), but "
+        f"{what} is {name!r} (fingerprint {fingerprint}): {why}. {advice} ({command} ... data.name={name}"
+        f"{f' data.instance={instance}' if instance is not None else ''}), or pass {override} for a "
+        f"deliberate transfer.")
+
+
+def _channel_stats(values: Sequence[float], channels: int, what: str) -> list[float]:
+    out = [float(v) for v in values]
+    if len(out) != channels:
+        raise InvTransferError(f"{what} has {len(out)} entries; the images have {channels} channel(s).")
+    return out
+
+
+class FrozenClassifier:
+    """A trained classifier, frozen (eval mode, no parameter gradients), that takes images in any
+    per-channel normalisation and converts them to its own.
+
+    ``clf(x, mean, std)`` returns float32 logits of ``x = (p - mean) / std`` (pixels ``p`` in
+    [0, 1]; images in [-1, 1] are ``mean = std = 0.5``): the images are mapped to the
+    classifier's normaliser ``(p - clf.mean) / clf.std`` first (unchanged when the two are
+    equal), so it sees the same pixels whatever the caller's normalisation. Gradients flow to
+    ``x`` (the weights get none); wrap the call in ``torch.inference_mode()`` when none are
+    needed. ``meta`` holds what the checkpoint records (dataset name, fingerprint, image shape,
+    class names, normaliser, config, ``path``), :func:`load_frozen_classifier` fills it.
+    """
+
+    def __init__(self, model: torch.nn.Module, mean: Sequence[float], std: Sequence[float], *,
+                 meta: dict | None = None, amp: str = "auto") -> None:
+        if not isinstance(model, torch.nn.Module):
+            raise InvTransferError(f"a frozen classifier needs a torch.nn.Module, got {type(model).__name__}.")
+        self.model = model.eval().requires_grad_(False)
+        self.mean, self.std = [float(v) for v in mean], [float(v) for v in std]
+        if len(self.mean) != len(self.std) or not self.mean or min(self.std) <= 0:
+            raise InvTransferError(f"the classifier's normaliser needs one mean and one std > 0 per channel; got "
+                                   f"mean={self.mean}, std={self.std}.")
+        self.meta: dict = dict(meta or {})
+        tensors = list(model.parameters()) or list(model.buffers())
+        self.device = tensors[0].device if tensors else torch.device("cpu")
+        self.amp_dtype = autocast_dtype(amp, self.device)
+        self._affine: dict = {}  # (mean, std, device) -> (scale, shift) tensors, made once
+
+    @property
+    def path(self) -> str | None:
+        """The checkpoint file it was loaded from."""
+        return self.meta.get("path")
+
+    def _conversion(self, mean: Sequence[float], std: Sequence[float], device: torch.device):
+        key = (tuple(float(v) for v in mean), tuple(float(v) for v in std), device)
+        if key not in self._affine:
+            m1 = _channel_stats(key[0], len(self.mean), "the images' normalisation mean")
+            s1 = _channel_stats(key[1], len(self.std), "the images' normalisation std")
+            if m1 == self.mean and s1 == self.std:
+                self._affine[key] = None
+            else:  # x' = (x * s1 + m1 - m2) / s2
+                f64 = dict(dtype=torch.float64)
+                m1t, s1t, m2, s2 = (torch.tensor(v, **f64) for v in (m1, s1, self.mean, self.std))
+                self._affine[key] = tuple(t.float().view(1, -1, 1, 1).to(device) for t in (s1t / s2, (m1t - m2) / s2))
+        return self._affine[key]
+
+    def __call__(self, x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+        """Float32 logits of ``x`` (normalised with ``mean``/``std``), mapped to this classifier's
+        normaliser first; differentiable with respect to ``x``."""
+        conversion = self._conversion(mean, std, self.device)
+        x = x.to(self.device, torch.float32)
+        if conversion is not None:
+            x = x * conversion[0] + conversion[1]
+        with autocast(self.device, self.amp_dtype):
+            return self.model(x).float()
+
+    def provenance(self) -> dict:
+        """What a run records about a classifier it used (path, dataset, fingerprint, instance, weights)."""
+        m = self.meta
+        return {"path": os.path.abspath(m["path"]) if m.get("path") else None, "dataset": m.get("name"),
+                "dataset_fingerprint": m.get("fingerprint"), "instance": trained_on_instance(m),
+                "selected_weights": m.get("selected_weights")}
+
+    def check_run(self, image_shape: Sequence[int], class_names: Sequence[str], name: str, fingerprint: str, *,
+                  key: str, override: str, nuisance: str | None = None, instance: int | None = None,
+                  allow_other_dataset: bool = False) -> None:
+        """Refuse (InvTransferError naming config ``key`` and the file) a classifier whose images or
+        classes differ from the run's dataset (always), or that was trained on another dataset
+        (unless ``allow_other_dataset``, which ``override`` sets)."""
+        where = f"config key {key!r}: classifier {self.path or '(loaded)'}"
+        theirs = tuple(int(v) for v in self.meta.get("image_shape", ()))
+        if theirs != tuple(int(v) for v in image_shape):
+            raise InvTransferError(f"{where} takes images of shape (C, H, W) = {theirs}, but dataset {name!r} has "
+                                   f"{tuple(int(v) for v in image_shape)}; use a classifier trained on this dataset.")
+        classes = len(self.meta.get("class_names", ()))
+        if classes != len(class_names):
+            raise InvTransferError(f"{where} has {classes} classes, but dataset {name!r} has {len(class_names)}; use a "
+                                   f"classifier trained on this dataset.")
+        check_trained_on(self.meta, name, fingerprint, model=where, what="the dataset of this run",
+                         override=override, nuisance=nuisance, instance=instance,
+                         allow_other_dataset=allow_other_dataset, command="invtransfer train", file="model.pt",
+                         advice="A reference classifier judges classes as the training set it saw defines them; "
+                                "train one on this dataset")
+
+
+def load_frozen_classifier(path: str, device: str | torch.device = "cpu", *, amp: str = "auto") -> FrozenClassifier:
+    """The :class:`FrozenClassifier` of a classifier run directory, its ``model.pt`` or a
+    ``checkpoint.pt`` (:func:`load_classifier`: ``torch.load(weights_only=True)``; a full
+    checkpoint of a ``select=val`` run gives its best validation weights so far), with its own
+    normaliser and its checkpoint's metadata."""
+    model, meta = load_classifier(os.fspath(path), device)
+    return FrozenClassifier(model, meta["normalizer"]["mean"], meta["normalizer"]["std"], meta=meta, amp=amp)
+
+
 def evaluate_checkpoint(path: str, split: str = "test", device: str = "auto", batch_size: int = 1024,
                         progress: bool = False) -> dict:
     """Metrics of a trained classifier on its dataset's val or test split (``batch_size`` images a
@@ -259,5 +400,6 @@ class NuisanceSampler:
         return out.to(out_device).clone()
 
 
-__all__ = ["load_classifier", "predict_logits", "evaluate_split", "evaluate_checkpoint", "load_generator",
-           "check_compatible", "NuisanceSampler", "to_unit_range", "to_pixels"]
+__all__ = ["load_classifier", "load_frozen_classifier", "FrozenClassifier", "check_trained_on", "trained_on_instance",
+           "predict_logits", "evaluate_split", "evaluate_checkpoint", "load_generator", "check_compatible",
+           "NuisanceSampler", "to_unit_range", "to_pixels"]
