@@ -61,3 +61,29 @@ def reference_run(tmp, **top):
     from invtransfer.train import classifier
 
     return classifier.ClassifierRun(reference_config(tmp, **top)), 2
+
+
+def write_classifier(path, data: dict, *, bias=None, mean=None, std=None, seed: int = 0) -> str:
+    """A classifier model.pt (resnet20, seeded init) as ``invtransfer train`` writes it, recording the
+    dataset of ``data`` (dataset options) and the normaliser ``mean``/``std`` (default: the
+    dataset's channel statistics). With ``bias`` (one value per class) its last layer's weights are
+    zero and its biases ``bias``: it predicts the same logits for every image."""
+    from invtransfer.data import batches
+    from invtransfer.models.resnet_cifar import build_model
+    from invtransfer.train import classifier
+    from invtransfer.train.scaffold import dataset_meta
+
+    ds = datasets.build_dataset(from_dict(datasets.DatasetConfig, data))
+    cfg = from_dict(classifier.TrainConfig, {"data": ds.config, "model": "resnet20"})
+    torch.manual_seed(seed)
+    model = build_model("resnet20", ds.num_classes, in_channels=ds.image_shape[0])
+    if bias is not None:
+        with torch.no_grad():
+            model.fc.weight.zero_()
+            model.fc.bias.copy_(torch.tensor(bias, dtype=torch.float32))
+    m, s = batches.channel_stats(ds.x_train)
+    normalizer = {"mean": list(mean if mean is not None else m), "std": list(std if std is not None else s)}
+    atomic_save({"format": "invtransfer/classifier", "state": "weights", "config": to_dict(cfg),
+                 "model": model.state_dict(), "dataset": dataset_meta(ds, normalizer=normalizer),
+                 "selected_weights": {"which": "last", "epoch": 0, "why": "written by a test"}}, str(path))
+    return str(path)
