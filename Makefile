@@ -48,6 +48,7 @@ bench: $(STAMP) data-fmnist
 	$(PY) benchmarks/munit_throughput.py --settings paper_b1 paper_b4 --seconds 5 --rounds 3 --json \
 	  | tee $(BENCH_OUT)/munit_throughput.log
 	$(PY) benchmarks/git_overhead.py --steps 1 --repeats 3 --json | tee $(BENCH_OUT)/git_overhead.log
+	$(PY) benchmarks/git_filter_cost.py --batches 1 --repeats 3 --json | tee $(BENCH_OUT)/git_filter_cost.log
 	$(PY) benchmarks/augment_costs.py --config configs/cifar10_lt/ce.yaml --steps 1 --repeats 3 --json \
 	  | tee $(BENCH_OUT)/augment_costs.log
 	$(PY) benchmarks/ekld_throughput.py --images-per-class 4 --draws 5 --repeats 3 --json \

@@ -21,12 +21,11 @@ Reports seconds per step (median [min, max] over the repeats) and each variant's
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
 
-from common import cifar10_lt_overrides, emit, fmt, machine, ratios, rotated, spread, sync
+from common import bench_parser, cifar10_lt_overrides, emit, fmt, machine, ratios, rotated, spread, sync
 from invtransfer.config import load_config
 from invtransfer.data import batches
 from invtransfer.train import classifier
@@ -44,15 +43,9 @@ VARIANTS = {
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default="configs/cifar10_lt/ce.yaml")
-    p.add_argument("overrides", nargs="*", help="key=value for every variant (e.g. device=cuda)")
+    p = bench_parser(__doc__, "configs/cifar10_lt/ce.yaml", "key=value for every variant (e.g. device=cuda)")
     p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--steps", type=int, default=4, help="training steps per timed block")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--data", choices=("auto", "real", "synthetic"), default="auto",
-                   help="CIFAR configs: real CIFAR-10-LT, synthetic data of its shape, or real when found")
-    p.add_argument("--json", action="store_true")
     a = p.parse_args()
     names = ["crop_flip"] + [v for v in a.variants if v != "crop_flip"]
     with tempfile.TemporaryDirectory() as tmp:

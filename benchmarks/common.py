@@ -7,6 +7,7 @@ repeats and the ratio of each pair of interest, computed per repeat.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -21,6 +22,20 @@ from invtransfer.data import datasets, longtail
 from invtransfer.errors import InvTransferError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
+
+
+def bench_parser(doc: str, config: str, overrides_help: str) -> argparse.ArgumentParser:
+    """The options every classifier-side benchmark shares: ``--config``, ``key=value`` overrides,
+    ``--repeats``, ``--data`` (CIFAR configs: real CIFAR-10-LT, synthetic data of its shape, or
+    real when found) and ``--json``; each script adds its own."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--config", default=config)
+    p.add_argument("overrides", nargs="*", help=overrides_help)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--data", choices=("auto", "real", "synthetic"), default="auto",
+                   help="CIFAR configs: real CIFAR-10-LT, synthetic data of its shape, or real when found")
+    p.add_argument("--json", action="store_true")
+    return p
 
 
 def spread(values: list[float]) -> dict:
@@ -45,6 +60,22 @@ def rotated(names: list[str], rep: int) -> list[str]:
     """The pipelines in the order of repeat ``rep``: rotated by one each repeat, so none is always first."""
     k = rep % len(names)
     return names[k:] + names[:k]
+
+
+def time_rotated(pipelines: dict[str, Callable[[int], float]], repeats: int, per_block: int) -> dict[str, list[float]]:
+    """Seconds per unit of each pipeline, one entry per repeat. ``pipelines[name](k)`` does unit
+    ``k`` (a step, a batch) and returns its seconds; each is warmed up on unit 0, then every repeat
+    runs a block of ``per_block`` units of each, the same units for all, in an order rotated
+    every repeat (:func:`rotated`)."""
+    for fn in pipelines.values():  # warm-up
+        fn(0)
+    secs: dict[str, list[float]] = {name: [] for name in pipelines}
+    k = 1
+    for rep in range(repeats):
+        for name in rotated(list(pipelines), rep):
+            secs[name].append(sum(pipelines[name](k + i) for i in range(per_block)) / per_block)
+        k += per_block
+    return secs
 
 
 def preset_arch(path: str) -> dict:

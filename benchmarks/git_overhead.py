@@ -25,7 +25,6 @@ generated and thrown away, or a slot left ungenerated) is an error, exit status 
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -33,8 +32,8 @@ import time
 
 import torch
 
-from common import (ROOT, bracket, cifar10_lt_overrides, emit, machine, preset_arch, profile_table, ratios, rotated,
-                    spread, sync)
+from common import (ROOT, bench_parser, bracket, cifar10_lt_overrides, emit, machine, preset_arch, profile_table,
+                    ratios, spread, sync, time_rotated)
 from invtransfer.config import from_dict, load_config, to_dict
 from invtransfer.data import batches
 from invtransfer.models.munit import MunitArch, MunitGenerator
@@ -52,6 +51,17 @@ def save_untrained(path: str, channels: int, size: int, arch_values: dict) -> st
                  "generator": MunitGenerator(arch).state_dict(), "dataset": {"image_shape": [channels, size, size]},
                  "iteration": 0, "images_seen": 0}, path)
     return path
+
+
+def untrained_git_run(config: str, overrides: list[str], tmp: str, gname: str,
+                      extra: tuple[str, ...] = ()) -> classifier.ClassifierRun:
+    """The (set-up) classifier run of ``config`` with ``overrides`` and ``extra``, its folder in
+    ``tmp``, whose GIT uses an untrained generator of preset ``gname`` written there."""
+    gen_path = save_untrained(f"{tmp}/{gname}.pt", 3, 32, preset_arch(GENERATORS[gname]))
+    cfg = load_config(classifier.TrainConfig, config, [*overrides, f"git.generator={gen_path}",
+                                                       "git.allow_other_dataset=true",  # untrained
+                                                       f"out_dir={tmp}", f"name=git_{gname}", "quiet=true", *extra])
+    return classifier.ClassifierRun(cfg)
 
 
 class RowCounter:
@@ -85,14 +95,9 @@ class RowCounter:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default="configs/cifar10_lt/ce_drs_git.yaml")
-    p.add_argument("overrides", nargs="*", help="key=value for the classifier (e.g. device=cuda)")
+    p = bench_parser(__doc__, "configs/cifar10_lt/ce_drs_git.yaml", "key=value for the classifier (e.g. device=cuda)")
     p.add_argument("--generators", nargs="*", default=list(GENERATORS), choices=list(GENERATORS))
     p.add_argument("--steps", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--data", choices=("auto", "real", "synthetic"), default="auto")
-    p.add_argument("--json", action="store_true")
     a = p.parse_args()
     out = {"benchmark": "git_overhead", "config": a.config, "overrides": a.overrides, "steps_per_block": a.steps,
            "repeats": a.repeats, "generators": {}, **machine()}
@@ -101,13 +106,7 @@ def main() -> int:
         runs: dict[str, classifier.ClassifierRun] = {}
         counters: dict[str, RowCounter] = {}
         for gname in a.generators:
-            gen_path = save_untrained(f"{tmp}/{gname}.pt", 3, 32, preset_arch(GENERATORS[gname]))
-            cfg = load_config(classifier.TrainConfig, a.config, [*data_over, *a.overrides, f"git.generator={gen_path}",
-                                                                  "git.allow_other_dataset=true",  # untrained
-                                                                  f"out_dir={tmp}", f"name=git_{gname}", "quiet=true"])
-            run = classifier.ClassifierRun(cfg)
-            run._setup()
-            runs[gname] = run
+            runs[gname] = run = untrained_git_run(a.config, [*data_over, *a.overrides], tmp, gname)
             counters[gname] = RowCounter(run)
         base = runs[a.generators[0]]  # the plain step (no generator) is the same on every run
         cfg, bs = base.cfg, base.cfg.optim.batch_size
@@ -160,14 +159,8 @@ def main() -> int:
         for gname in runs:
             pipelines[f"git_{gname}"] = lambda k, g=gname: timed(lambda i: git(g, i), k)
             pipelines[f"generator_{gname}"] = lambda k, g=gname: generator(g, k)
-        for fn in pipelines.values():  # warm-up
-            fn(0)
-        secs: dict[str, list[float]] = {name: [] for name in pipelines}
-        k = 1
-        for rep in range(a.repeats):  # the same steps for each pipeline; rotated order
-            for name in rotated(list(pipelines), rep):
-                secs[name].append(sum(pipelines[name](k + i) for i in range(a.steps)) / a.steps)
-            k += a.steps
+        secs = time_rotated(pipelines, a.repeats, a.steps)  # the same steps for each pipeline; rotated order
+        k = 1 + a.repeats * a.steps  # the next step (the profile of a missed target)
 
         out["seconds_per_step"] = {name: spread(v) for name, v in secs.items()}
         out["ratios"] = {}

@@ -38,6 +38,7 @@ COMMANDS = {  # script -> its arguments (a function of tmp_path where it needs d
     "munit_throughput.py": lambda tmp: ["--settings", "small_b1", "small_b4", "--seconds", "0", "--rounds", "1",
                                         "--profile-iterations", "1", "--json", *fmnist_tiny(tmp)],
     "git_overhead.py": lambda tmp: ["--steps", "1", "--repeats", "1", "--json", *CIFAR_TINY],
+    "git_filter_cost.py": lambda tmp: ["--batches", "1", "--repeats", "1", "--json", *CIFAR_TINY],
     "ekld_throughput.py": lambda tmp: ["--classes", "2", "--images-per-class", "1", "--draws", "1", "--repeats", "1",
                                        "--json"],
     # the default tolerance (2 MiB) from epoch 2, after the first epoch's warm-up
@@ -107,6 +108,14 @@ def test_benchmark_script_runs_and_reports(script, tmp_path):
             assert g["arch"]["width"] == width and g["generated_per_step"] == 8  # half of batch 16
             # the warm-up step and the timed step, each with its 8 slots through encoder and decoder
             assert g["generated_rows"] == {"planned": 16, "encoded": 16, "decoded": 16, "match": True}
+    elif script == "git_filter_cost.py":
+        d = last_json(out)
+        check_spreads(d["seconds_per_batch"], ["generator_paper", "generator_small", "filter"])
+        check_spreads(d["ratios"], ["filter/generator_paper", "filter/generator_small"])
+        assert all(v["min"] > 0 for v in d["ratios"].values())
+        assert d["generated_per_batch"] == 8 and d["batch_size"] == 16  # half of batch 16
+        assert d["reference_model"] == "resnet20" and d["filter_rule"] == "top1"
+        assert d["generators"]["small"]["arch"]["width"] == 32 and d["generators"]["paper"]["arch"]["width"] == 64
     elif script == "ekld_throughput.py":
         d = last_json(out)
         check_spreads(d["image_draws_per_s"], ["true_dil", "generator_paper", "generator_small"])
