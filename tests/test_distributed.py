@@ -27,6 +27,7 @@ What is compared, and the tolerances:
 """
 
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -39,6 +40,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
 
 from invtransfer.config import dump_yaml, from_dict, to_dict
 from invtransfer.models.munit import MunitArch, MunitGenerator
@@ -165,6 +167,8 @@ def _worker(rank, world, port, cfg, signal_rank_at, result_dir):
         outcome["test_error"] = classifier.train(from_dict(classifier.TrainConfig, cfg))["test_error"]
     except TrainingInterrupted as e:
         outcome["interrupted"] = str(e)
+    # what still holds the process group once train() returned (before any collection here)
+    outcome["ddp_alive"] = sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects())
     with open(os.path.join(result_dir, f"rank{rank}.json"), "w") as fh:
         json.dump(outcome, fh)
 
@@ -264,6 +268,9 @@ def test_two_processes_match_one_process(setup):
     # per-process batch norm: another forward pass (shard statistics), so only loosely the same run
     outcome = spawn(dict(cfg, name="ddp_local_bn"), tmp)
     assert all("test_error" in o for o in outcome)
+    # the finished run was freed in train(), and with it the process group DDP held: kept alive
+    # until the interpreter's exit, gloo's threads once aborted a finished process there
+    assert [o["ddp_alive"] for o in outcome] == [0, 0]
     diff_local = max_diff(ref, weights(tmp / "runs" / "ddp_local_bn"), buffers=False)
     assert diff_local < 0.02, diff_local
     print(f"max abs weight difference to one process: sync_bn {diff_sync:.2e}, per-process bn {diff_local:.2e}")

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import pickle
@@ -146,16 +147,25 @@ class StopSignals:
 
 def run_locked(run) -> dict:
     """``run.run()`` of a classifier or generator run (with ``run_dir`` and ``dist``) under the
-    run directory's lock; the process group is left afterwards."""
-    ok = False
+    run directory's lock; the run is freed and the process group left afterwards.
+
+    ``run`` must be the caller's only reference (``run_locked(ClassifierRun(cfg))``): a run's
+    state refers to itself in cycles, so it would otherwise live on until the cyclic collector
+    happens to run, perhaps only while the interpreter shuts down, and with it the process group
+    it holds through DDP's reducer; gloo's threads torn down then abort a finished process
+    ("terminate called without an active exception", SIGABRT). Freed here, the group goes while
+    the interpreter is whole."""
+    dist, ok = run.dist, False
     try:
         # Process 0 writes the run directory; the lock keeps any other process out while it does.
-        with RunLock(run.run_dir) if run.dist.is_main else contextlib.nullcontext():
+        with RunLock(run.run_dir) if dist.is_main else contextlib.nullcontext():
             out = run.run()
         ok = True
         return out
     finally:
-        run.dist.close(wait=ok)  # after the others only when all succeeded (a failed one never arrives)
+        del run
+        gc.collect()
+        dist.close(wait=ok)  # after the others only when all succeeded (a failed one never arrives)
 
 
 def check_resumable(ck: dict, path: str, config_cls: type, cfg_dict: dict, resume_free: tuple[str, ...],
