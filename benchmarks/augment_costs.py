@@ -56,9 +56,7 @@ def main() -> None:
         def make_run(name: str, extra: list[str]) -> classifier.ClassifierRun:
             cfg = load_config(classifier.TrainConfig, a.config, [*data_over, *a.overrides, *extra, f"out_dir={tmp}",
                                                                   f"name={name}", "quiet=true"])
-            run = classifier.ClassifierRun(cfg)
-            run._setup()
-            return run
+            return classifier.ClassifierRun(cfg)
 
         base = make_run("crop_flip", [])
         threshold = int(statistics.median(base.ds.train_class_counts))

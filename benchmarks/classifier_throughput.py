@@ -139,9 +139,7 @@ def main() -> None:
         def make_run(name: str, *extra: str) -> classifier.ClassifierRun:
             cfg = load_config(classifier.TrainConfig, a.config, [*data_over, *a.overrides, *extra, f"out_dir={tmp}",
                                                                   f"name={name}", "quiet=true"])
-            run = classifier.ClassifierRun(cfg)
-            run._setup()
-            return run
+            return classifier.ClassifierRun(cfg)
 
         runs: dict[str, classifier.ClassifierRun] = {}
         base = make_run("ours")

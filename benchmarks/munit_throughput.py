@@ -52,9 +52,7 @@ def main() -> None:
             preset, over = SETTINGS[label]
             cfg = load_config(generator.GeneratorTrainConfig, preset,
                               [*over, *a.overrides, f"out_dir={out}", f"name={label}", f"device={a.device}"])
-            run = generator.GeneratorRun(cfg)
-            run._setup()
-            runs[label] = run
+            runs[label] = generator.GeneratorRun(cfg)
         rates: dict[tuple[str, int], list[float]] = {}
         it = 0
         for threads in a.threads:  # warm-up: first calls create kernels and allocator pools

@@ -98,7 +98,6 @@ def test_rules_switch_at_e1(tiny_npz, tmp_path):
     for rule, samplers, weighted in [("erm", "uuu", "---"), ("drs", "ubb", "---"), ("drw", "uuu", "-ww"),
                                      ("resample", "bbb", "---"), ("reweight", "uuu", "www")]:
         run = classifier.ClassifierRun(tiny_cfg(tiny_npz, tmp_path / rule, rule=rule))
-        run._setup()
         assert "".join(run.sampler_for(e)[0] for e in range(3)) == samplers, rule
         assert "".join("w" if run.class_weight_for(e) is not None else "-" for e in range(3)) == weighted, rule
 

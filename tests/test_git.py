@@ -46,7 +46,6 @@ def test_keep_probabilities():
 
 def test_git_starts_after_e1_and_batch_has_requested_composition(npz16, tmp_path):
     run = classifier.ClassifierRun(cfg_for(npz16, tmp_path))
-    run._setup()
     assert [run.git_active(e) for e in range(3)] == [False, False, True]  # E1 = 1, GIT from E1 + 1
     bidx = torch.arange(16)
     bidx2 = torch.arange(16, 32)
@@ -63,9 +62,9 @@ def test_git_starts_after_e1_and_batch_has_requested_composition(npz16, tmp_path
 
 
 def test_threshold_weighting_replaces_only_small_classes(npz16, tmp_path):
+    # counts [40, 20, 8, 4]: only classes 2 and 3 (n <= 8) may be replaced
     run = classifier.ClassifierRun(cfg_for(npz16, tmp_path, weighting="threshold", class_size_threshold=8,
                                            gen_frac=1.0))
-    run._setup()  # counts [40, 20, 8, 4]: only classes 2 and 3 (n <= 8) may be replaced
     bidx = torch.arange(len(run.y_train))[:64]
     bidx2 = torch.arange(len(run.y_train))[8:72]
     x_plain, y_plain, _ = run.compose_batch(bidx, 2, 0)

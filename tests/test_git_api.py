@@ -42,7 +42,6 @@ def test_engine_and_public_mixer_give_the_engines_former_batches(tmp_path):
     public mixer (fixed seed; crop + flip; threshold weighting drops some slots)."""
     epoch, steps = reference_steps()
     run, _ = reference_run(str(tmp_path))
-    run._setup()
     cfg = run.cfg.git
     mixer = GitMixer(run.nuisance_sampler, run.ds.train_class_counts, gen_frac=cfg.gen_frac, weighting=cfg.weighting,
                      class_size_threshold=cfg.class_size_threshold, seed=run.cfg.seed, mean=run.normalizer.mean,
