@@ -212,6 +212,23 @@ def test_a_finished_run_can_be_refinished_with_the_other_selection(tiny_npz, tmp
     assert json.loads((run / "results.json").read_text())["selected_weights"]["which"] == "last"
     again = classifier.train(tiny_cfg(tiny_npz, tmp_path, select="val", resume=True))
     assert again["selected_weights"] == res["selected_weights"] and again["test_error"] == res["test_error"]
+    # same weights under both policies: nothing else to report
+    assert res["other_selection"] is None and last["other_selection"] is None
+    # a best validation epoch before the last (as written by the loop: its epoch and weights)
+    from invtransfer.train.checkpoint import atomic_save
+    ck = load_checkpoint(str(run / "checkpoint.pt"))
+    ck["best"] = {"epoch": 1, "balanced_accuracy": 99.0}
+    ck["best_model"] = {k: (v * 0.5 if v.is_floating_point() else v) for k, v in ck["model"].items()}
+    atomic_save(ck, str(run / "checkpoint.pt"))
+    res = classifier.train(tiny_cfg(tiny_npz, tmp_path, select="val", resume=True))
+    last = classifier.train(tiny_cfg(tiny_npz, tmp_path, select="last", resume=True))
+    assert res["selected_weights"]["epoch"] == 1 and res["test_error"] != last["test_error"]
+    # each policy's results carry the other's test metrics, the same as the other policy's own
+    for a, b in ((res, last), (last, res)):
+        o = a["other_selection"]
+        assert (o["which"], o["epoch"]) == (b["selected_weights"]["which"], b["selected_weights"]["epoch"])
+        assert (o["test_error"], o["test_balanced_accuracy"], o["per_class_accuracy"]) == \
+            (b["test_error"], b["test_balanced_accuracy"], b["per_class_accuracy"])
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 3  # no epoch was trained again
     # a checkpoint from before checkpoints recorded wall time: the log's epoch times stand in
     ck = load_checkpoint(str(run / "checkpoint.pt"))

@@ -384,7 +384,7 @@ def test_compiled_run(tiny_npz, tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- model selection
 
-def test_select_val_keeps_the_best_validation_weights_and_tests_once(tiny_npz, tmp_path, monkeypatch):
+def test_select_val_keeps_the_best_validation_weights_and_reports_the_last_beside_them(tiny_npz, tmp_path, monkeypatch):
     cfg = tiny_cfg(tiny_npz, tmp_path, select="val", keep_checkpoints=[2])
     ds = datasets.build_dataset(cfg.data)
     y_val, y_test = ds.y_val, ds.y_test
@@ -407,12 +407,15 @@ def test_select_val_keeps_the_best_validation_weights_and_tests_once(tiny_npz, t
     monkeypatch.setattr(classifier, "evaluate_split", evaluate_split)
     res = classifier.train(cfg)
     run = tmp_path / "run"
-    assert calls["val"] == 3 and len(calls["test"]) == 1
+    # the test set is seen by the final weights of each policy, after training, never before
+    assert calls["val"] == 3 and len(calls["test"]) == 2
     assert res["selected_weights"]["which"] == "best_val" and res["selected_weights"]["epoch"] == 2
     final = load_checkpoint(str(run / "checkpoint.pt"))
     after_epoch_2 = load_checkpoint(str(run / "checkpoint_e2.pt"))["model"]
     model = load_checkpoint(str(run / "model.pt"))["model"]
     assert final["best"]["epoch"] == 2
     assert same_tensors(model, final["best_model"]) and same_tensors(model, after_epoch_2)
-    assert same_tensors(calls["test"][0], after_epoch_2)  # the test set saw the selected weights
+    assert same_tensors(calls["test"][1], after_epoch_2)  # the reported metrics: the selected weights
     assert not same_tensors(model, final["model"])  # not the last epoch's
+    assert same_tensors(calls["test"][0], final["model"])  # other_selection: the last epoch's
+    assert (res["other_selection"]["which"], res["other_selection"]["epoch"]) == ("last", 3)

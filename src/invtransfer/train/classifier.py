@@ -807,6 +807,22 @@ class ClassifierRun(TrainingRun):
     # ----------------------------------------------------------------- the end
     def _write_results(self, wall_time: float) -> dict:
         cfg, ds = self.cfg, self.ds
+        x_test = batches.to_device_images(ds.x_test, self.device)
+        y_test = torch.from_numpy(ds.y_test).to(self.device)
+        # The other policy's test metrics too, where it picks other weights: the selection can
+        # decide a comparison (a CE+DRS run that peaks before DRS), so every run reports both.
+        other = None
+        if self.best_model is not None and self.best["epoch"] != cfg.optim.epochs:
+            last = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            if cfg.select != "val":
+                self.model.load_state_dict(self.best_model)
+            m = self._evaluate(x_test, y_test, "the test split")
+            other = {"which": "last" if cfg.select == "val" else "best_val",
+                     "epoch": cfg.optim.epochs if cfg.select == "val" else self.best["epoch"],
+                     **{f"test_{k}": m[k] for k in ("error", "balanced_accuracy")},
+                     **{k: m[k] for k in ("many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy",
+                                          "per_class_accuracy")}}
+            self.model.load_state_dict(last)
         if cfg.select == "val" and self.best_model is not None:
             self.model.load_state_dict(self.best_model)
             selected = {"which": "best_val", "epoch": self.best["epoch"],
@@ -815,8 +831,7 @@ class ClassifierRun(TrainingRun):
         else:
             why = "select=last" if cfg.select == "last" else "no validation images, so the last epoch"
             selected = {"which": "last", "epoch": cfg.optim.epochs, "why": why}
-        x_test = batches.to_device_images(ds.x_test, self.device)
-        test = self._evaluate(x_test, torch.from_numpy(ds.y_test).to(self.device), "the test split")
+        test = self._evaluate(x_test, y_test, "the test split")
         atomic_save({"format": "invtransfer/classifier", "state": "weights", "config": self.cfg_dict,
                      "model": self.model.state_dict(), "dataset": self._dataset_meta(),
                      "selected_weights": selected}, self.path("model.pt"))
@@ -828,6 +843,7 @@ class ClassifierRun(TrainingRun):
                    "medium_shot_accuracy": test["medium_shot_accuracy"],
                    "few_shot_accuracy": test["few_shot_accuracy"], "shot_group_sizes": test["shot_group_sizes"],
                    "confusion_matrix": test["confusion_matrix"], "selected_weights": selected,
+                   "other_selection": other,
                    "wall_time_s": wall_time, "started_from": self.forked, "device": str(self.device),
                    "git_generator": self._generator_used(), "git_filter": self._filter_used(),
                    "versions": versions(),
