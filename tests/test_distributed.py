@@ -340,7 +340,7 @@ def test_strong_augmentation_and_sam_steps_of_two_processes_are_one_processs(set
     result_dir = setup["tmp"] / f"strong_{sam_rho}"
     result_dir.mkdir()
     spawn_and_read(_strong_worker, 2, (dict(cfg, name=f"ddp_{sam_rho}"), str(result_dir)), result_dir)
-    parts = [torch.load(result_dir / f"rank{r}.pt") for r in range(2)]
+    parts = [torch.load(result_dir / f"rank{r}.pt", weights_only=True) for r in range(2)]
     for step, (rows, full) in enumerate(seen):
         assert rows == (0, 13)
         for part in parts:
