@@ -813,8 +813,8 @@ class ClassifierRun(TrainingRun):
         # decide a comparison (a CE+DRS run that peaks before DRS), so every run reports both.
         other = None
         if self.best_model is not None and self.best["epoch"] != cfg.optim.epochs:
-            last = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            if cfg.select != "val":
+            last = None if cfg.select == "val" else {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            if last is not None:
                 self.model.load_state_dict(self.best_model)
             m = self._evaluate(x_test, y_test, "the test split")
             other = {"which": "last" if cfg.select == "val" else "best_val",
@@ -822,7 +822,8 @@ class ClassifierRun(TrainingRun):
                      **{f"test_{k}": m[k] for k in ("error", "balanced_accuracy")},
                      **{k: m[k] for k in ("many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy",
                                           "per_class_accuracy")}}
-            self.model.load_state_dict(last)
+            if last is not None:  # select=val loads the best weights below
+                self.model.load_state_dict(last)
         if cfg.select == "val" and self.best_model is not None:
             self.model.load_state_dict(self.best_model)
             selected = {"which": "best_val", "epoch": self.best["epoch"],
