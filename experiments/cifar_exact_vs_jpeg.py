@@ -25,11 +25,10 @@ import sys
 import numpy as np
 import torch
 
-from invtransfer.config import from_dict
-from invtransfer.data import batches, datasets
-from invtransfer.data.datasets import DatasetConfig
+from invtransfer.data import batches
 from invtransfer.errors import InvTransferError
-from invtransfer.train.inference import load_classifier, predict_logits
+from invtransfer.metrics.accuracy import classification_metrics
+from invtransfer.train.inference import load_classifier, predict_logits, rebuilt_dataset
 
 
 def exact_mask(x_test: np.ndarray, exact_npz: str) -> np.ndarray:
@@ -46,21 +45,9 @@ def exact_mask(x_test: np.ndarray, exact_npz: str) -> np.ndarray:
     return np.array([np.ascontiguousarray(img).tobytes() in known for img in hwc])
 
 
-def per_class(pred: np.ndarray, y: np.ndarray, mask: np.ndarray, n_classes: int) -> list[dict]:
-    rows = []
-    for c in range(n_classes):
-        sel = (y == c) & mask
-        rows.append({"class": c, "images": int(sel.sum()),
-                     "accuracy": float((pred[sel] == c).mean() * 100) if sel.any() else None})
-    return rows
-
-
 def measure(run: str, exact_npz: str) -> dict:
     model, meta = load_classifier(run, "cpu")
-    ds = datasets.build_dataset(from_dict(DatasetConfig, meta["config"]["data"]))
-    if ds.fingerprint != meta["fingerprint"]:
-        raise InvTransferError(f"the dataset rebuilt for {run} has fingerprint {ds.fingerprint}, but the "
-                               f"classifier was trained on {meta['fingerprint']}.")
+    ds = rebuilt_dataset(meta, run)
     mask = exact_mask(ds.x_test, exact_npz)
     images = batches.to_device_images(ds.x_test, torch.device("cpu"))
     with torch.no_grad():
@@ -68,11 +55,18 @@ def measure(run: str, exact_npz: str) -> dict:
     pred, y, n = pred.numpy(), ds.y_test, len(meta["class_names"])
     out = {"run": run, "selected_weights": meta["selected_weights"], "train_class_counts": meta["train_class_counts"]}
     for part, m in (("exact", mask), ("jpeg", ~mask)):
-        classes = per_class(pred, y, m, n)
-        accs = [r["accuracy"] for r in classes if r["accuracy"] is not None]
-        out[part] = {"images": int(m.sum()), "accuracy": float((pred[m] == y[m]).mean() * 100),
-                     "balanced_accuracy": float(np.mean(accs)), "per_class": classes}
+        out[part] = score(pred, y, m, n, meta["train_class_counts"])
     return out
+
+
+def score(pred: np.ndarray, y: np.ndarray, mask: np.ndarray, n_classes: int, train_class_counts: list[int]) -> dict:
+    """Accuracy, balanced accuracy and per-class accuracy (with each class's image count) of the
+    predictions where ``mask`` holds."""
+    met = classification_metrics(pred[mask], y[mask], n_classes, train_class_counts)
+    support = np.bincount(y[mask], minlength=n_classes)
+    return {"images": int(mask.sum()), "accuracy": met["accuracy"], "balanced_accuracy": met["balanced_accuracy"],
+            "per_class": [{"class": c, "images": int(support[c]), "accuracy": a}
+                          for c, a in enumerate(met["per_class_accuracy"])]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -212,14 +212,20 @@ def link_forks(jobs: list[Job]) -> None:
 
 def synthetic_jobs(base: str, transforms: list[str], instances: list[int], methods: list[str], out: str,
                    git_on_rot: bool, extra: list[str], gen_extra: list[str] = (),
-                   gen_config: str | None = None, fork: bool = True) -> list[Job]:
+                   gen_config: str | None = None, fork: bool = True, variant: str = "standard",
+                   splice_rank: int = 0) -> list[Job]:
     cdir = CONFIG_DIRS[base]
     jobs = []
+    # a variant's runs are named like its results.json's dataset label (LTDataset.label), so they
+    # sit beside the standard protocol's runs in one folder without being mistaken for them
+    variant_data = {"standard": [], "theta": ["data.variant=theta"],
+                    "splice": ["data.variant=splice", f"data.splice_rank={splice_rank}"]}[variant]
+    suffix = {"standard": "", "theta": "-theta", "splice": f"-splice{splice_rank}"}[variant]
     for t in transforms:
         dataset = f"{base}-{t}-lt"
         for i in instances:
-            data = [f"data.name={dataset}", f"data.instance={i}"]
-            gen_name = f"gen__{dataset}__i{i}"
+            data = [f"data.name={dataset}", f"data.instance={i}", *variant_data]
+            gen_name = f"gen__{dataset}{suffix}__i{i}"
             with_gen = t != "rot" or git_on_rot
             if with_gen and "ce_drs_git" in methods:
                 jobs.append(Job("generator", gen_name, ["train-generator", gen_config or GENERATOR_CONFIGS[base], *data,
@@ -227,7 +233,7 @@ def synthetic_jobs(base: str, transforms: list[str], instances: list[int], metho
             for m in methods:
                 if m == "ce_drs_git" and not with_gen:
                     continue
-                name = f"{dataset}__i{i}__{m}"
+                name = f"{dataset}{suffix}__i{i}__{m}"
                 args = ["train", f"{cdir}/{m}.yaml", *data, *extra]
                 if m == "ce_drs_git":
                     args.append(f"git.generator={os.path.join(out, gen_name)}")
@@ -482,6 +488,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--instances", nargs="+", type=int, default=[0, 1, 2])
     s.add_argument("--methods", nargs="+", default=["ce", "ce_drs", "ce_drs_git", "oracle"])
     s.add_argument("--git-on-rot", action="store_true", help="also train a generator and GIT on ROT")
+    s.add_argument("--variant", choices=("standard", "theta", "splice"), default="standard",
+                   help="theta: 5 base images per class, Zipf number of transformed copies; splice: only the "
+                        "class of rank --splice-rank carries the nuisance (SPEC's controls; runs named <set>-theta, "
+                        "<set>-spliceR)")
+    s.add_argument("--splice-rank", type=int, default=0, help="rank (0 = largest) transformed in --variant splice")
     c = sub.add_parser("cifar", help="the CIFAR-LT table")
     c.add_argument("--dataset", choices=("cifar10-lt", "cifar100-lt", "gtsrb-lt"), default="cifar10-lt")
     c.add_argument("--methods", nargs="+", default=["ce", "ce_drs", "ce_drs_git", "ldam_drw", "ldam_drw_git",
@@ -531,7 +542,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.protocol == "synthetic":
         jobs = synthetic_jobs(a.base, a.transforms, a.instances, a.methods, a.out, a.git_on_rot, a.set,
-                              a.set_generator, a.generator_config, fork=not a.no_fork)
+                              a.set_generator, a.generator_config, fork=not a.no_fork, variant=a.variant,
+                              splice_rank=a.splice_rank)
     else:
         jobs = cifar_jobs(a.dataset, a.methods, a.seeds, a.out, a.set, a.set_generator, a.generator_config,
                           fork=not a.no_fork)

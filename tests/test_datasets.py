@@ -66,6 +66,13 @@ def test_splice_transforms_only_one_rank(tiny_npz):
     assert changed[sp.y_train == 1].mean() > 0.9 and not changed[sp.y_train != 1].any()
 
 
+def test_variants_carry_their_own_label_so_reports_never_pool_them_with_the_standard_set(tiny_npz):
+    assert build(tiny_npz, nuisance="dil").label == build(tiny_npz, nuisance="dil").name
+    name = build(tiny_npz, nuisance="dil").name
+    assert build(tiny_npz, nuisance="dil", variant="theta").label == f"{name}-theta"
+    assert build(tiny_npz, nuisance="bg", variant="splice", splice_rank=3).label == f"{name}-splice3"
+
+
 def test_holdout_validation_keeps_training_counts(tmp_path):
     x, y = make_images(30, num_classes=3, size=8, channels=3)
     path = tmp_path / "rgb.npz"

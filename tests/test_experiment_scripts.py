@@ -74,8 +74,11 @@ def test_exact_vs_jpeg_finds_the_exact_images_in_either_layout_and_scores_each_p
     y = np.array([0, 0, 1, 1, 0, 1])
     pred = np.array([0, 1, 1, 1, 0, 0])
     mask = np.array([True, True, True, False, False, False])
-    assert mod.per_class(pred, y, mask, 3) == [{"class": 0, "images": 2, "accuracy": 50.0},
-                                               {"class": 1, "images": 1, "accuracy": 100.0},
-                                               {"class": 2, "images": 0, "accuracy": None}]
+    scored = mod.score(pred, y, mask, 3, [10, 5, 1])
+    assert scored["per_class"] == [{"class": 0, "images": 2, "accuracy": 50.0},
+                                   {"class": 1, "images": 1, "accuracy": 100.0},
+                                   {"class": 2, "images": 0, "accuracy": None}]
+    assert scored["images"] == 3 and scored["balanced_accuracy"] == 75.0  # the classes present only
+    assert scored["accuracy"] == pytest.approx(200 / 3)
     with pytest.raises(InvTransferError, match="lossless CIFAR-10 subset"):
         mod.exact_mask(test, str(tmp_path / "missing.npz"))

@@ -42,9 +42,9 @@ def test_report_groups_seeds_and_shows_published(tmp_path):
     assert (tmp_path / "rep" / "per_class_accuracy_cifar10-lt.png").is_file()
 
 
-def fake_invariance(path, eklds, sizes, rho):
+def fake_invariance(path, eklds, sizes, rho, transform="dil"):
     (path / "invariance.json").write_text(json.dumps({
-        "transform": "dil", "draws": 10, "images_per_class": 5, "spearman_rho": rho, "spearman_p": 0.01,
+        "transform": transform, "draws": 10, "images_per_class": 5, "spearman_rho": rho, "spearman_p": 0.01,
         "mean_ekld_smallest_third": float(np.mean(eklds[-1:])),
         "per_class": [{"class": i, "class_size": n, "ekld": e, "consistency": 0.9}
                       for i, (n, e) in enumerate(zip(sizes, eklds))]}))
@@ -64,6 +64,8 @@ def test_report_shows_invariance_spread_and_generator_samples(tmp_path):
         fake_invariance(runs / f"git{inst}", [0.1, small], [100, 10], rho)
     fake_run(runs / "plain", "CE+DRS", 0, 25.0, dataset="fmnist-dil-lt")
     fake_invariance(runs / "plain", [0.1, 0.9], [100, 10], -1.0)
+    fake_run(runs / "undergen", "CE+DRS", 0, 25.0, dataset="fmnist-bg-lt")
+    fake_invariance(runs / "undergen", [0.1, 0.9], [100, 10], -1.0, transform=f"generator:{gen}")
     rows = {r["method"]: r for r in summary_rows(find_results([str(runs)]))}
     assert rows["CE+DRS+GIT"]["mean_ekld_smallest_third"][:2] == pytest.approx((0.4, 0.1))
     assert rows["CE+DRS+GIT"]["spearman_rho"][:2] == pytest.approx((-0.6, 0.1))
@@ -80,6 +82,8 @@ def test_report_shows_invariance_spread_and_generator_samples(tmp_path):
         assert (f"| fmnist-dil-lt | CE+DRS+GIT − CE+DRS | {metric} | 1 (0 / 0) | {diff} | - | - | "
                 f"n = 1: no interval |") in text
     assert (tmp_path / "rep" / "ekld_vs_class_size_fmnist-dil-lt_dil.png").stat().st_size > 1000
+    # under a generator, the plot is named by the generator's folder, not by its machine-specific path
+    assert (tmp_path / "rep" / "ekld_vs_class_size_fmnist-bg-lt_generator_gen.png").stat().st_size > 1000
     grid = tmp_path / "rep" / "generator_samples_gen.png"
     assert grid.read_bytes() == b"\x89PNG fake grid" and grid.name in text
     # A grid from an earlier report into the same folder, no longer referenced, goes; other files stay.

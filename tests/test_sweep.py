@@ -137,6 +137,19 @@ def test_synthetic_protocol_job_list():
     assert default[0].args[1] == protocols.GENERATOR_CONFIGS["fmnist"]
 
 
+
+def test_synthetic_controls_are_named_apart_from_the_protocol_runs():
+    theta = protocols.synthetic_jobs("fmnist", ["dil"], [1], ["ce_drs", "ce_rw"], "out", False, [], variant="theta")
+    assert [j.name for j in theta] == ["fmnist-dil-lt-theta__i1__ce_drs", "fmnist-dil-lt-theta__i1__ce_rw"]
+    assert "data.variant=theta" in theta[0].args and "data.instance=1" in theta[0].args
+    assert theta[1].args[1] == "configs/fmnist_lt/ce_rw.yaml"
+    assert os.path.isfile(os.path.join(os.path.dirname(__file__), "..", theta[1].args[1]))
+    splice = protocols.synthetic_jobs("fmnist", ["bg"], [0], ["ce_drs_git"], "out", False, [], variant="splice",
+                                      splice_rank=9)
+    assert [j.name for j in splice] == ["gen__fmnist-bg-lt-splice9__i0", "fmnist-bg-lt-splice9__i0__ce_drs_git"]
+    assert {"data.variant=splice", "data.splice_rank=9"} <= set(splice[0].args) & set(splice[1].args)
+
+
 def test_cifar_protocol_job_list():
     jobs = protocols.cifar_jobs("gtsrb-lt", ["ce_drs", "ce_drs_git"], [0], "out", [])
     assert [j.name for j in jobs] == ["gen__gtsrb-lt", "gtsrb-lt__ce_drs__s0", "gtsrb-lt__ce_drs_git__s0",

@@ -553,9 +553,15 @@ def write_report(paths: list[str], out_dir: str, title: str = "invtransfer repor
         plot_accuracy_groups(runs, os.path.join(out_dir, png), dataset)
         parts.append(f"\n![per-class accuracy on {dataset}]({png})\n")
         with_inv = [r for r in runs if r.get("invariance")]
+        used: set[str] = set()
         for transform in sorted({r["invariance"]["transform"] for r in with_inv}):
             group = [r for r in with_inv if r["invariance"]["transform"] == transform]
-            png = f"ekld_vs_class_size_{dataset}_{transform.replace(':', '_').replace(os.sep, '_')}.png"
+            # a generator is named by its run folder, not its whole path (which differs per machine)
+            tag = (f"generator_{os.path.basename(os.path.normpath(transform.split(':', 1)[1]))}"
+                   if transform.startswith("generator:") else transform)
+            png = f"ekld_vs_class_size_{dataset}_{tag}.png"
+            png = png if png not in used else f"{png[:-4]}_{len(used)}.png"
+            used.add(png)
             plot_ekld_groups(group, os.path.join(out_dir, png), dataset)
             parts.append(f"\n![eKLD against class size on {dataset}, {transform}]({png})\n")
         filtered = [r for r in runs if "git_filter_counts" in r]

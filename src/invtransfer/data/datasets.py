@@ -158,6 +158,17 @@ class LTDataset:
         return len(self.class_names)
 
     @property
+    def label(self) -> str:
+        """The name results and reports group runs by: the preset's name, with the variant appended
+        when it is not the standard one (``fmnist-dil-lt-theta``, ``fmnist-dil-lt-splice9``), so that
+        a control is never averaged with the protocol it controls for."""
+        variant = self.config.get("variant", "standard")
+        if variant == "standard":
+            return self.name
+        suffix = f"splice{self.config.get('splice_rank', 0)}" if variant == "splice" else variant
+        return f"{self.name}-{suffix}"
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
         """(C, H, W) as the models see it."""
         n, h, w, c = self.x_train.shape

@@ -836,7 +836,7 @@ class ClassifierRun(TrainingRun):
         atomic_save({"format": "invtransfer/classifier", "state": "weights", "config": self.cfg_dict,
                      "model": self.model.state_dict(), "dataset": self._dataset_meta(),
                      "selected_weights": selected}, self.path("model.pt"))
-        results = {"dataset": ds.name, "method": self.method, "seed": cfg.seed, "instance": ds.config["instance"],
+        results = {"dataset": ds.label, "method": self.method, "seed": cfg.seed, "instance": ds.config["instance"],
                    "train_class_counts": ds.train_class_counts, "test_error": test["error"],
                    "test_accuracy": test["accuracy"], "test_balanced_accuracy": test["balanced_accuracy"],
                    "per_class_accuracy": test["per_class_accuracy"],

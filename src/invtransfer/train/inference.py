@@ -261,6 +261,16 @@ def load_frozen_classifier(path: str, device: str | torch.device = "cpu", *, amp
     return FrozenClassifier(model, meta["normalizer"]["mean"], meta["normalizer"]["std"], meta=meta, amp=amp)
 
 
+def rebuilt_dataset(meta: dict, path: str) -> datasets.LTDataset:
+    """The dataset a loaded classifier (``load_classifier``'s meta) was trained on, rebuilt from its
+    config and refused unless it has the training run's fingerprint (``path`` names it in the error)."""
+    ds = datasets.build_dataset(from_dict(DatasetConfig, meta["config"]["data"]))
+    if ds.fingerprint != meta["fingerprint"]:
+        raise InvTransferError(f"the dataset rebuilt for {path} has fingerprint {ds.fingerprint}, but the "
+                               f"classifier was trained on {meta['fingerprint']} (source files changed).")
+    return ds
+
+
 def evaluate_checkpoint(path: str, split: str = "test", device: str = "auto", batch_size: int = 1024,
                         progress: bool = False) -> dict:
     """Metrics of a trained classifier on its dataset's val or test split (``batch_size`` images a
@@ -269,11 +279,7 @@ def evaluate_checkpoint(path: str, split: str = "test", device: str = "auto", ba
         raise InvTransferError(f"--batch-size must be a positive integer, got {batch_size!r}.")
     dev = resolve_device(device)
     model, meta = load_classifier(path, dev)
-    data_cfg = from_dict(DatasetConfig, meta["config"]["data"])
-    ds = datasets.build_dataset(data_cfg)
-    if ds.fingerprint != meta["fingerprint"]:
-        raise InvTransferError(f"the dataset rebuilt for {path} has fingerprint {ds.fingerprint}, but the "
-                               f"classifier was trained on {meta['fingerprint']} (source files changed).")
+    ds = rebuilt_dataset(meta, path)
     x, y = (ds.x_val, ds.y_val) if split == "val" else (ds.x_test, ds.y_test)
     normalizer = batches.Normalizer(**meta["normalizer"])
     images, labels = batches.to_device_images(x, dev), torch.from_numpy(y).to(dev)
