@@ -181,7 +181,8 @@ def link_forks(jobs: list[Job]) -> None:
         except Exception:  # noqa: BLE001 - a config the run itself will reject with its own message
             return None
         differ = diff_configs(to_dict(cfg), to_dict(twin_cfg))
-        if cfg.git_start is None or any(not k.startswith(("git.", "method")) for k in differ):
+        # keep_checkpoints: what the twin keeps for an earlier GIT run of this list, not how it trains
+        if cfg.git_start is None or any(not k.startswith(("git.", "method", "keep_checkpoints")) for k in differ):
             return None
         return cfg.git_start
 
@@ -190,13 +191,16 @@ def link_forks(jobs: list[Job]) -> None:
         if job.kind != "classifier" or len(job.args) < 2 or not job.args[1].endswith("_git.yaml"):
             continue
         m = os.path.basename(job.args[1])[:-len(".yaml")]
-        twin = by_name.get(job.name.replace(f"__{m}", f"__{m[:-len('_git')]}"))
+        twin_name = job.name.replace(f"__{m}", f"__{m[:-len('_git')]}")
+        # X_git+arm forks from X+arm, or from X when the arm only changes GIT (filter, consistency)
+        twin = by_name.get(twin_name) or by_name.get(twin_name.split("+")[0])
         if twin is None or twin.args[1] != job.args[1].replace("_git.yaml", ".yaml"):
             continue
         start = fork_epoch(job.args[1], job.args[2:], twin)
         if start is not None:
             job.fork = (twin.name, start)
-            twin.args = twin.args + [f"keep_checkpoints=[{start}]"]
+            if f"keep_checkpoints=[{start}]" not in twin.args:  # several GIT arms may fork from one twin
+                twin.args = twin.args + [f"keep_checkpoints=[{start}]"]
     # A plain run whose GIT preset exists but is not in this call still keeps the checkpoint a GIT
     # run would start from, so that GIT can be trained later (a separate call) without those epochs.
     for job in jobs:
@@ -210,6 +214,51 @@ def link_forks(jobs: list[Job]) -> None:
                 job.args = job.args + [f"keep_checkpoints=[{start}]"]
 
 
+#: Arms: a method preset plus one component, asked for as ``<preset>+<arm>`` (``ce_drs+randaugment``,
+#: ``ce_drs_git+filter``); adding one is an entry here. ``args``: overrides of the classifier run;
+#: ``git_only``: the arm changes only what GIT feeds the batch, so it needs a ``*_git`` preset and
+#: its run forks from the preset's plain twin (without the arm). ``filter`` judges generated samples
+#: with the plain twin's finished classifier (same data, no GIT; ``git.filter=top1``, the
+#: threshold-free rule); ``consistency`` trains a second generator per instance with the
+#: class-consistency term (``class_consistency_weight``, judged by the same plain twin) and feeds
+#: GIT from it. mixup's alpha 1 is the usual choice of the long-tail literature's CIFAR recipes;
+#: SAM's rho 0.05 is Foret et al.'s default (Rangwani et al.'s larger values belong to their
+#: LDAM-DRW / CE+DRW schedules on CIFAR, see invtransfer.train.sam).
+ARMS = {
+    "randaugment": {"args": ["augment.policy=randaugment"]},
+    "mixup": {"args": ["augment.mixup=1.0"]},
+    "sam": {"args": ["optim.sam_rho=0.05"]},
+    "filter": {"git_only": True, "args": ["git.filter=top1"]},
+    "consistency": {"git_only": True, "args": []},
+}
+CONSISTENCY_WEIGHT = 1.0
+
+
+def method_name(yaml: str, overrides: list[str]) -> str:
+    """The label a run of this preset and these overrides reports (``method_label``)."""
+    from invtransfer.config import load_config
+    from invtransfer.train.classifier import TrainConfig
+    from invtransfer.train.configs import method_label
+
+    return method_label(load_config(TrainConfig, yaml, [o for o in overrides if not o.startswith("git.generator=")]
+                                    + ["git.generator=generator.pt"]))
+
+
+def split_method(m: str) -> tuple[str, str | None]:
+    """``ce_drs_git+filter`` -> (``ce_drs_git``, ``filter``); refuses an unknown arm or a GIT-only
+    arm on a preset without GIT."""
+    preset, _, arm = m.partition("+")
+    if not arm:
+        return preset, None
+    if arm not in ARMS:
+        raise SystemExit(f"method {m!r}: unknown arm {arm!r}; expected one of {', '.join(ARMS)} "
+                         f"(written <preset>+<arm>, e.g. ce_drs+randaugment)")
+    if ARMS[arm].get("git_only") and not preset.endswith("_git"):
+        raise SystemExit(f"method {m!r}: the arm {arm!r} changes GIT's samples, so it needs a GIT preset "
+                         f"(e.g. {preset}_git+{arm})")
+    return preset, arm
+
+
 def synthetic_jobs(base: str, transforms: list[str], instances: list[int], methods: list[str], out: str,
                    git_on_rot: bool, extra: list[str], gen_extra: list[str] = (),
                    gen_config: str | None = None, fork: bool = True, variant: str = "standard",
@@ -221,25 +270,45 @@ def synthetic_jobs(base: str, transforms: list[str], instances: list[int], metho
     variant_data = {"standard": [], "theta": ["data.variant=theta"],
                     "splice": ["data.variant=splice", f"data.splice_rank={splice_rank}"]}[variant]
     suffix = {"standard": "", "theta": "-theta", "splice": f"-splice{splice_rank}"}[variant]
+    split = [split_method(m) for m in methods]
     for t in transforms:
         dataset = f"{base}-{t}-lt"
         for i in instances:
             data = [f"data.name={dataset}", f"data.instance={i}", *variant_data]
             gen_name = f"gen__{dataset}{suffix}__i{i}"
             with_gen = t != "rot" or git_on_rot
-            if with_gen and "ce_drs_git" in methods:
+            if with_gen and any(p.endswith("_git") and a != "consistency" for p, a in split):
                 jobs.append(Job("generator", gen_name, ["train-generator", gen_config or GENERATOR_CONFIGS[base], *data,
                                                         *gen_extra]))
-            for m in methods:
-                if m == "ce_drs_git" and not with_gen:
+            for m, (preset, arm) in zip(methods, split):
+                git = preset.endswith("_git")
+                if git and not with_gen:
                     continue
                 name = f"{dataset}{suffix}__i{i}__{m}"
-                args = ["train", f"{cdir}/{m}.yaml", *data, *extra]
-                if m == "ce_drs_git":
+                plain = f"{dataset}{suffix}__i{i}__{preset[:-len('_git')]}"  # the twin a GIT-only arm needs
+                arm_args = ARMS[arm]["args"] if arm and not ARMS[arm].get("git_only") else []
+                args = ["train", f"{cdir}/{preset}.yaml", *data, *arm_args, *extra]  # the caller's overrides win
+                needs = []
+                if arm == "consistency":
+                    cgen = f"{gen_name}__consistency"
+                    if not any(j.name == cgen for j in jobs):
+                        jobs.append(Job("generator", cgen, [
+                            "train-generator", gen_config or GENERATOR_CONFIGS[base], *data, *gen_extra,
+                            f"class_consistency_weight={CONSISTENCY_WEIGHT}", f"classifier={os.path.join(out, plain)}"],
+                            needs=plain))
+                    # the label says which generator fed GIT: results.json's config only names its folder
+                    args += [f"git.generator={os.path.join(out, cgen)}",
+                             f"method={method_name(args[1], args[2:])}+ConsistencyGenerator"]
+                    needs.append(cgen)
+                elif git:
                     args.append(f"git.generator={os.path.join(out, gen_name)}")
+                    needs.append(gen_name)
+                if arm == "filter":
+                    args += [*ARMS[arm]["args"], f"git.filter_classifier={os.path.join(out, plain)}"]
+                    needs.append(plain)
                 inv = ["invariance", os.path.join(out, name), "--transform", t]
                 jobs.append(Job("classifier", name, args, after=[inv],
-                                needs=gen_name if m == "ce_drs_git" else None))
+                                needs=None if not needs else needs[0] if len(needs) == 1 else needs))
     if fork:
         link_forks(jobs)
     return jobs

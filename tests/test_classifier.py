@@ -79,6 +79,9 @@ def test_method_labels():
     assert classifier.method_label(mk(loss={"name": "ldam"}, rule="drw")) == "LDAM-DRW"
     assert classifier.method_label(mk(loss={"name": "balanced_softmax"}, rule="drs")) == "BalancedSoftmax+DRS"
     assert classifier.method_label(mk(rule="drs", oracle=True)) == "CE+DRS+Oracle"
+    assert classifier.method_label(mk(rule="drs", git={"generator": "g"})) == "CE+DRS+GIT"
+    assert classifier.method_label(mk(rule="drs", git={"generator": "g", "filter": "top1", "filter_classifier": "c"})) \
+        == "CE+DRS+GIT+Filter"
 
 
 def test_the_loss_class_decides_the_cosine_head_for_training_and_loading(tiny_npz, tmp_path, monkeypatch):

@@ -96,6 +96,11 @@ def test_comparisons():
                                     ("CE+DRS+Oracle", "CE+DRS+GIT"), ("LDAM-DRW+GIT", "LDAM-DRW")]
     assert comparisons({"CE+DRS+Oracle", "CE+DRS+GIT"}) == [("CE+DRS+Oracle", "CE+DRS+GIT")]
     assert comparisons({"CE+DRS+GIT", "CE"}) == []  # two components apart: not a comparison
+    # GIT against the other components added to the same base; each with GIT against its parent
+    grid = {"CE+DRS", "CE+DRS+GIT", "CE+DRS+RandAugment", "CE+DRS+RandAugment+GIT", "CE+DRS+GIT+Filter"}
+    assert comparisons(grid) == [("CE+DRS+GIT", "CE+DRS"), ("CE+DRS+GIT", "CE+DRS+RandAugment"),
+                                 ("CE+DRS+GIT+Filter", "CE+DRS+GIT"), ("CE+DRS+RandAugment", "CE+DRS"),
+                                 ("CE+DRS+RandAugment+GIT", "CE+DRS+RandAugment")]
 
 
 def run(root, name, method, instance, error, ekld=None, draws=10, seed=0):

@@ -150,6 +150,33 @@ def test_synthetic_controls_are_named_apart_from_the_protocol_runs():
     assert {"data.variant=splice", "data.splice_rank=9"} <= set(splice[0].args) & set(splice[1].args)
 
 
+def test_arms_add_one_component_and_fork_from_the_right_twin():
+    methods = ["ce_drs", "ce_drs_git", "ce_drs_git+filter", "ce_drs_git+consistency", "ce_drs+randaugment",
+               "ce_drs_git+randaugment"]
+    jobs = {j.name: j for j in protocols.synthetic_jobs("fmnist", ["dil"], [3], methods, "out", False, ["seed=1"])}
+    run = lambda m: jobs[f"fmnist-dil-lt__i3__{m}"]  # noqa: E731
+    plain = "fmnist-dil-lt__i3__ce_drs"
+    # GIT-only arms fork from the plain run and, with the plain run's final weights, judge or train
+    filt = run("ce_drs_git+filter")
+    assert filt.fork == (plain, 31) and set(filt.needs) == {"gen__fmnist-dil-lt__i3", plain}
+    assert {"git.filter=top1", f"git.filter_classifier={os.path.join('out', plain)}"} <= set(filt.args)
+    cgen = jobs["gen__fmnist-dil-lt__i3__consistency"]
+    assert cgen.needs == plain and f"classifier={os.path.join('out', plain)}" in cgen.args
+    assert "class_consistency_weight=1.0" in cgen.args
+    cons = run("ce_drs_git+consistency")
+    assert cons.fork == (plain, 31) and cons.needs == cgen.name
+    assert "method=CE+DRS+GIT+ConsistencyGenerator" in cons.args
+    # an arm that changes training is in both runs of its pair; the caller's overrides come last
+    aug, aug_git = run("ce_drs+randaugment"), run("ce_drs_git+randaugment")
+    assert aug_git.fork == (aug.name, 31) and "augment.policy=randaugment" in aug.args
+    assert aug.args.index("augment.policy=randaugment") < aug.args.index("seed=1")
+    assert run("ce_drs").args.count("keep_checkpoints=[31]") == 1  # three GIT runs fork from it
+    with pytest.raises(SystemExit, match="unknown arm 'dropout'"):
+        protocols.synthetic_jobs("fmnist", ["dil"], [0], ["ce_drs+dropout"], "out", False, [])
+    with pytest.raises(SystemExit, match="needs a GIT preset"):
+        protocols.synthetic_jobs("fmnist", ["dil"], [0], ["ce_drs+filter"], "out", False, [])
+
+
 def test_cifar_protocol_job_list():
     jobs = protocols.cifar_jobs("gtsrb-lt", ["ce_drs", "ce_drs_git"], [0], "out", [])
     assert [j.name for j in jobs] == ["gen__gtsrb-lt", "gtsrb-lt__ce_drs__s0", "gtsrb-lt__ce_drs_git__s0",

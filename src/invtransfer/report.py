@@ -225,7 +225,9 @@ def comparisons(methods: set[str]) -> list[tuple[str, str]]:
     Each method against the method it adds one ``+component`` to (``CE+DRS+GIT − CE+DRS``,
     ``CE+DRS+Oracle − CE+DRS``, ``CE+DRS − CE``, ``LDAM-DRW+GIT − LDAM-DRW``), and an oracle
     against GIT on the same base (``CE+DRS+Oracle − CE+DRS+GIT``: how far GIT is from training with
-    the true nuisance). Only methods present in ``methods`` are paired.
+    the true nuisance), and GIT against each other component added to the same base
+    (``CE+DRS+GIT − CE+DRS+RandAugment``: does a generated nuisance beat that augmentation?). Only
+    methods present in ``methods`` are paired.
     """
     out = []
     for m in sorted(methods):
@@ -234,6 +236,9 @@ def comparisons(methods: set[str]) -> list[tuple[str, str]]:
             out.append((m, parent))
         if m.endswith("+Oracle") and m[:-len("+Oracle")] + "+GIT" in methods:
             out.append((m, m[:-len("+Oracle")] + "+GIT"))
+        if m.endswith("+GIT"):
+            out += [(m, n) for n in sorted(methods) if n != m and "+" in n and n.rsplit("+", 1)[0] == parent
+                    and not n.endswith("+Oracle")]
     return out
 
 

@@ -295,7 +295,8 @@ class TrainConfig(RunOptions):
 
 def method_label(cfg: TrainConfig) -> str:
     """'CE', 'CE+DRS', 'LDAM-DRW', 'Focal', 'BalancedSoftmax+DRS', ... (+Oracle), then the options
-    that change training (+RandAugment, +Mixup, +CutMix, +SAM or +TailSAM), then +GIT."""
+    that change training (+RandAugment, +Mixup, +CutMix, +SAM or +TailSAM), then +GIT (+Filter
+    when git.filter judges its samples)."""
     if cfg.method:
         return cfg.method
     base = losses.LOSSES[cfg.loss.name].label
@@ -306,7 +307,8 @@ def method_label(cfg: TrainConfig) -> str:
                .get(a.policy, ""), "Mixup" if a.mixup > 0 else "", "CutMix" if a.cutmix > 0 else "",
                ("TailSAM" if o.sam_classes == "tail" else "SAM") if o.sam_rho > 0 else ""]
     return (label + ("+Oracle" if cfg.oracle else "") + "".join(f"+{x}" for x in options if x)
-            + ("+GIT" if cfg.git.generator else ""))
+            + ("+GIT" if cfg.git.generator else "")
+            + ("+Filter" if cfg.git.generator and cfg.git.filter != "none" else ""))
 
 
 def learning_rate(o: OptimConfig, epoch: int) -> float:
