@@ -244,6 +244,14 @@ def method_name(yaml: str, overrides: list[str]) -> str:
                                     + ["git.generator=generator.pt"]))
 
 
+def select_policy(yaml: str, overrides: list[str]) -> str:
+    """The ``select`` policy of a preset with these overrides (``val`` or ``last``)."""
+    from invtransfer.config import load_config
+    from invtransfer.train.classifier import TrainConfig
+
+    return load_config(TrainConfig, yaml, overrides).select
+
+
 def split_method(m: str) -> tuple[str, str | None]:
     """``ce_drs_git+filter`` -> (``ce_drs_git``, ``filter``); refuses an unknown arm or a GIT-only
     arm on a preset without GIT."""
@@ -307,7 +315,8 @@ def synthetic_jobs(base: str, transforms: list[str], instances: list[int], metho
                     args += [*ARMS[arm]["args"], f"git.filter_classifier={os.path.join(out, plain)}"]
                     needs.append(plain)
                 inv = ["invariance", os.path.join(out, name), "--transform", t]
-                jobs.append(Job("classifier", name, args, after=[inv],
+                # both selection policies' weights; invariance.json (the selected ones) last, as it marks done
+                jobs.append(Job("classifier", name, args, after=[[*inv, "--weights", "other"], inv],
                                 needs=None if not needs else needs[0] if len(needs) == 1 else needs))
     if fork:
         link_forks(jobs)
@@ -333,12 +342,18 @@ def cifar_jobs(dataset: str, methods: list[str], seeds: list[int], out: str, ext
             if not m.endswith("_git"):
                 jobs.append(Job("classifier", name, args))
                 continue
-            jobs.append(Job("classifier", name, [*args, f"git.generator={gen_dir}"], after=[ekld(name)],
-                            needs=gen_name))
+            # both selection policies' weights; invariance.json (the selected ones) last, as it marks done
+            jobs.append(Job("classifier", name, [*args, f"git.generator={gen_dir}"],
+                            after=[[*ekld(name), "--weights", "other"], ekld(name)], needs=gen_name))
             plain = f"{dataset}__{m[:-len('_git')]}__s{s}"
             if m[:-len("_git")] in methods:  # the plain twin measured the same way, once both have finished
                 jobs.append(Job("measure", f"{plain}__ekld", ekld(plain), needs=[gen_name, plain],
                                 marker=os.path.join(plain, "invariance.json")))
+                # and with the weights its select policy did not keep (the CLI skips it, writing nothing,
+                # where both policies keep the last epoch; then this job runs again, at no cost, next time)
+                other = "best_val" if select_policy(f"{cdir}/{m[:-len('_git')]}.yaml", args[2:]) == "last" else "last"
+                jobs.append(Job("measure", f"{plain}__ekld_{other}", [*ekld(plain), "--weights", "other"],
+                                needs=[gen_name, plain], marker=os.path.join(plain, f"invariance_{other}.json")))
     if fork:
         link_forks(jobs)
     return jobs
@@ -521,8 +536,8 @@ def dispatch(jobs: list[Job], out: str, exe: list[str], *, executor: str = "auto
     return 1 if failed else 0
 
 
-ARCHIVED = {"results.json": "classifier", "invariance.json": None, "summary.json": "generator", "config.yaml": None,
-            "metrics.jsonl": None}
+ARCHIVED = {"results.json": "classifier", "invariance.json": None, "invariance_best_val.json": None,
+            "invariance_last.json": None, "summary.json": "generator", "config.yaml": None, "metrics.jsonl": None}
 
 
 def archive(out: str, dest: str) -> list[str]:

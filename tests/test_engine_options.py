@@ -22,7 +22,7 @@ from invtransfer.data import datasets
 from invtransfer.data import nuisance as nuisance_ops
 from invtransfer.errors import InvTransferError
 from invtransfer.models.resnet_cifar import CifarResNet
-from invtransfer.train import classifier
+from invtransfer.train import classifier, inference
 from invtransfer.train.checkpoint import load_checkpoint
 from test_classifier import tiny_cfg
 from test_faults import assert_unchanged, snapshot
@@ -419,3 +419,28 @@ def test_select_val_keeps_the_best_validation_weights_and_reports_the_last_besid
     assert not same_tensors(model, final["model"])  # not the last epoch's
     assert same_tensors(calls["test"][0], final["model"])  # other_selection: the last epoch's
     assert (res["other_selection"]["which"], res["other_selection"]["epoch"]) == ("last", 3)
+    # either policy's weights load by name from the full checkpoint, whatever the run selected
+    def loaded(weights, path=run):
+        m, meta = classifier.load_classifier(str(path), weights=weights)
+        return m.state_dict(), (meta["selected_weights"]["which"], meta["selected_weights"]["epoch"])
+
+    assert same_tensors(loaded("selected")[0], model)
+    state, which = loaded("best_val")
+    assert same_tensors(state, final["best_model"]) and which == ("best_val", 2)
+    for w in ("last", "other"):  # other: the policy select=val did not use
+        state, which = loaded(w, run / "model.pt")  # model.pt leads to its run's checkpoint.pt
+        assert same_tensors(state, final["model"]) and which == ("last", 3)
+    assert inference.same_weights_under_both_policies(str(run)) is None
+    with pytest.raises(InvTransferError, match="after epoch 2 of 3"):
+        loaded("last", run / "checkpoint_e2.pt")
+    weights_only = tmp_path / "weights_only"
+    weights_only.mkdir()
+    (weights_only / "model.pt").write_bytes((run / "model.pt").read_bytes())
+    with pytest.raises(InvTransferError, match="holds no checkpoint.pt"):
+        loaded("best_val", weights_only)
+    # eKLD of the other policy's weights goes to its own file, and says whose weights it measured
+    assert cli.main(["invariance", str(run), "--transform", "dil", "--draws", "2", "--images-per-class", "2",
+                     "--weights", "other", "--quiet"]) == 0
+    other = json.loads((run / "invariance_last.json").read_text())
+    assert other["weights"]["which"] == "last" and other["weights"]["epoch"] == 3
+    assert not (run / "invariance.json").exists()

@@ -94,6 +94,39 @@ def test_report_shows_invariance_spread_and_generator_samples(tmp_path):
     assert grid.is_file() and (tmp_path / "rep" / "notes.txt").is_file()
 
 
+def test_report_shows_every_run_under_the_other_selection_policy_too(tmp_path):
+    runs = tmp_path / "runs"
+    for inst in (0, 1):
+        plain, git = runs / f"plain{inst}", runs / f"git{inst}"
+        fake_run(plain, "CE+DRS", 0, 30.0 + inst, dataset="fmnist-dil-lt")
+        fake_invariance(plain, [0.1, 0.8], [100, 10], -1.0)
+        r = json.loads((plain / "results.json").read_text())
+        # select=last; its best validation epoch (20) was better on test and on the tail eKLD
+        r.update(instance=inst, other_selection={"which": "best_val", "epoch": 20, "test_error": 24.0 + inst,
+                                                 "test_balanced_accuracy": 76.0 - inst, "many_shot_accuracy": 90.0,
+                                                 "medium_shot_accuracy": None, "few_shot_accuracy": 60.0,
+                                                 "per_class_accuracy": [90.0, 60.0]})
+        (plain / "results.json").write_text(json.dumps(r))
+        (plain / "invariance_best_val.json").write_text((plain / "invariance.json").read_text().replace("0.8", "0.3"))
+        fake_run(git, "CE+DRS+GIT", 0, 22.0, dataset="fmnist-dil-lt")
+        fake_invariance(git, [0.1, 0.5], [100, 10], -1.0)
+        r = json.loads((git / "results.json").read_text())
+        r.update(instance=inst, other_selection=None)  # best on validation at its last epoch: one set of weights
+        (git / "results.json").write_text(json.dumps(r))
+    fake_run(runs / "old", "CE", 0, 40.0, dataset="fmnist-dil-lt")  # before other_selection: left out there
+    assert cli.main(["report", str(runs), "--out", str(tmp_path / "rep")]) == 0
+    text = (tmp_path / "rep" / "report.md").read_text()
+    main, other = text.split("## Under the other selection policy")
+    assert "| fmnist-dil-lt | CE+DRS+GIT − CE+DRS | error % (points) | 2 (0,1 / 0) | -8.50 ± 0.50 |" in main
+    assert "| fmnist-dil-lt | CE+DRS | 2 (0 / 0,1) | 24.50 ± 0.50 |" in other
+    assert "| fmnist-dil-lt | CE+DRS+GIT − CE+DRS | error % (points) | 2 (0,1 / 0) | -2.50 ± 0.50 |" in other
+    assert "| fmnist-dil-lt | CE+DRS+GIT − CE+DRS | eKLD smallest third | 2 (0,1 / 0) | +0.200 ± 0.000 |" in other
+    assert "best_val (epoch 20)" in other and "| CE |" not in other
+    js = json.loads((tmp_path / "rep" / "report.json").read_text())
+    ce_drs = next(g for g in js["other_selection"]["groups"] if g["method"] == "CE+DRS")
+    assert ce_drs["test_error"]["mean"] == 24.5 and ce_drs["mean_ekld_smallest_third"]["mean"] == pytest.approx(0.3)
+
+
 def test_report_counts_each_run_once(tmp_path):
     """A run passed twice, as a parent folder and its child, or copied elsewhere is one run (it used
     to be counted twice: n = 2 and a standard error from one run's numbers)."""

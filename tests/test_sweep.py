@@ -130,7 +130,8 @@ def test_synthetic_protocol_job_list():
     assert "data.instance=2" in gen.args
     git = jobs[7]
     assert git.needs == "gen__fmnist-dil-lt__i2" and f"git.generator={os.path.join('out', gen.name)}" in git.args
-    assert git.after == [["invariance", os.path.join("out", git.name), "--transform", "dil"]]
+    inv = ["invariance", os.path.join("out", git.name), "--transform", "dil"]
+    assert git.after == [[*inv, "--weights", "other"], inv]  # both selections; invariance.json, the marker, last
     assert git.fork == ("fmnist-dil-lt__i2__ce_drs", 31)  # the presets' E1 = 30
     assert jobs[6].args[-1] == "keep_checkpoints=[31]"
     default = protocols.synthetic_jobs("fmnist", ["bg"], [0], ["ce_drs_git"], "out", False, [])
@@ -180,11 +181,16 @@ def test_arms_add_one_component_and_fork_from_the_right_twin():
 def test_cifar_protocol_job_list():
     jobs = protocols.cifar_jobs("gtsrb-lt", ["ce_drs", "ce_drs_git"], [0], "out", [])
     assert [j.name for j in jobs] == ["gen__gtsrb-lt", "gtsrb-lt__ce_drs__s0", "gtsrb-lt__ce_drs_git__s0",
-                                      "gtsrb-lt__ce_drs__s0__ekld"]
-    gen, plain, git, measure = jobs
+                                      "gtsrb-lt__ce_drs__s0__ekld", "gtsrb-lt__ce_drs__s0__ekld_best_val"]
+    gen, plain, git, measure, measure_other = jobs
     assert git.fork == (plain.name, 161) and "keep_checkpoints=[161]" in plain.args
-    assert git.after == [["invariance", os.path.join("out", git.name), "--transform", "generator:out/gen__gtsrb-lt",
-                          *protocols.GENERATOR_EKLD]]
+    inv = ["invariance", os.path.join("out", git.name), "--transform", "generator:out/gen__gtsrb-lt",
+           *protocols.GENERATOR_EKLD]
+    assert git.after == [[*inv, "--weights", "other"], inv]  # both selections; invariance.json last
+    # GTSRB-LT's presets select the last epoch: the other policy's weights are the best validation epoch's
+    assert measure_other.args == [*measure.args, "--weights", "other"] and measure_other.needed == measure.needed
+    assert measure_other.marker == os.path.join(plain.name, "invariance_best_val.json")
+    assert protocols.cifar_jobs("cifar10-lt", ["ce_drs", "ce_drs_git"], [0], "out", [])[-1].name.endswith("_ekld_last")
     # the plain run is measured under the same generator, with the same settings, once both finished
     assert measure.kind == "measure" and measure.needed == [gen.name, plain.name]
     assert measure.args == ["invariance", os.path.join("out", plain.name), "--transform",
@@ -224,8 +230,9 @@ def test_reproduction_script_lists_the_issues_runs_in_priority_order(tmp_path):
     assert "keep_checkpoints=[161]" in lines["cifar10-lt__ce_drs__s0"]  # the CIFAR schedule's E1 = 160
     assert "keep_checkpoints=[31]" in lines["fmnist-rot-lt__i0__ce_drs"]  # first listed with its GIT twin
     measures = [ln for ln in out.stdout.splitlines() if ln.startswith("[run]") and " invariance " in ln]
-    assert [ln.split(" invariance ")[1].split()[0] for ln in measures] == [
-        os.path.join(str(tmp_path), "cifar10-lt__ce_drs__s0"), os.path.join(str(tmp_path), "gtsrb-lt__ce_drs__s0")]
+    assert [ln.split(" invariance ")[1].split()[0] for ln in measures] == [  # selected weights, then the others
+        os.path.join(str(tmp_path), f"{ds}-lt__ce_drs__s0") for ds in ("cifar10", "cifar10", "gtsrb", "gtsrb")]
+    assert [ln.endswith("--weights other") for ln in measures] == [False, True, False, True]
     gtsrb_gen = lines["gen__gtsrb-lt"]
     assert "configs/generator/gtsrb_munit.yaml" in gtsrb_gen and "iterations=3000" in gtsrb_gen
     assert "checkpoint_every=40" in gtsrb_gen and "checkpoint_every=40" in lines["gen__cifar10-lt"]
@@ -267,6 +274,7 @@ def test_an_interrupted_measurement_is_run_again_without_retraining(tmp_path, ca
                     "    open(os.path.join(sys.argv[2], 'invariance.json'), 'w').write('{}')\n")
     exe = [sys.executable, str(fake)]
     jobs = protocols.cifar_jobs("gtsrb-lt", ["ce_drs", "ce_drs_git"], [0], str(out), [])
+    jobs.pop()  # the plain run's eKLD with its other weights: a job like `measure`, not needed here
     gen, plain, git, measure = jobs
     for job in (gen, plain, git):  # all three trained; the GIT run's eKLD was interrupted
         os.makedirs(job.run_dir(str(out)))
@@ -277,8 +285,9 @@ def test_an_interrupted_measurement_is_run_again_without_retraining(tmp_path, ca
 
     assert protocols.run_jobs(jobs, str(out), exe, False) == 0
     lines = calls.read_text().splitlines()
-    assert [ln.split()[0] for ln in lines] == ["invariance", "report"]  # no training command
-    assert lines[0].split()[1] == git.run_dir(str(out)) and git.done(str(out))
+    assert [ln.split()[0] for ln in lines] == ["invariance", "invariance", "report"]  # no training command
+    assert lines[0].endswith("--weights other") and not lines[1].endswith("--weights other")  # both selections
+    assert lines[0].split()[1] == lines[1].split()[1] == git.run_dir(str(out)) and git.done(str(out))
     log = capsys.readouterr().out
     assert log.count("[skip]") == 3 and "[run]" not in log
 
@@ -286,7 +295,7 @@ def test_an_interrupted_measurement_is_run_again_without_retraining(tmp_path, ca
     calls.unlink()
     os.remove(os.path.join(git.run_dir(str(out)), "invariance.json"))
     assert protocols.JobRunner(git, str(out), exe)() == "finished"
-    assert [ln.split()[0] for ln in calls.read_text().splitlines()] == ["invariance"]
+    assert [ln.split()[0] for ln in calls.read_text().splitlines()] == ["invariance", "invariance"]
     assert protocols.JobRunner(git, str(out), exe)() == "finished before"
     assert protocols.run_jobs(jobs, str(out), exe, False) == 0 and "[skip]" in capsys.readouterr().out
 

@@ -243,11 +243,17 @@ def cmd_invariance(a: argparse.Namespace) -> int:
     from invtransfer.data.datasets import atomic_write_bytes
     from invtransfer.metrics import invariance
     from invtransfer.train.classifier import load_classifier
+    from invtransfer.train.inference import same_weights_under_both_policies
 
     results, labels = [], []
     for i, ck in enumerate(a.checkpoints, 1):
-        _progress(a, f"[{i}/{len(a.checkpoints)}] eKLD of {ck}: {a.draws} draws x {a.images_per_class} images per "
-                     f"class on the {a.split} split ...")
+        if a.weights == "other" and (epoch := same_weights_under_both_policies(ck)) is not None:
+            _progress(a, f"[{i}/{len(a.checkpoints)}] {ck}: both selection policies keep the weights of epoch "
+                         f"{epoch} (the best validation epoch is the last), so its invariance.json holds them; "
+                         f"nothing to measure.")
+            continue
+        _progress(a, f"[{i}/{len(a.checkpoints)}] eKLD of {ck} ({a.weights} weights): {a.draws} draws x "
+                     f"{a.images_per_class} images per class on the {a.split} split ...")
         transform = a.transform
         if transform is None:
             _, meta = load_classifier(ck)
@@ -257,13 +263,16 @@ def cmd_invariance(a: argparse.Namespace) -> int:
                                        f"transform; pass --transform rot|bg|dil or --transform generator:PATH.")
         res = invariance.measure_checkpoint(ck, transform, split=a.split, images_per_class=a.images_per_class,
                                             draws=a.draws, seed=a.seed, device=a.device,
-                                            allow_other_dataset=a.allow_other_dataset, progress=_bars(a))
+                                            allow_other_dataset=a.allow_other_dataset, progress=_bars(a),
+                                            weights=a.weights)
         run_dir = os.path.dirname(res["checkpoint"])
         if not a.no_save:
-            atomic_write_bytes(os.path.join(run_dir, "invariance.json"), (json.dumps(res, indent=2) + "\n").encode())
+            # one policy's weights asked for by name: a file of their own, beside the selected ones'
+            name = "invariance.json" if a.weights == "selected" else f"invariance_{res['weights']['which']}.json"
+            atomic_write_bytes(os.path.join(run_dir, name), (json.dumps(res, indent=2) + "\n").encode())
         results.append(res)
         labels.append(os.path.basename(run_dir))
-    if a.plot:
+    if a.plot and results:
         invariance.plot_ekld(results, labels, a.plot)
     if a.json:
         print(json.dumps({"results": results}, indent=2))
@@ -386,6 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true", help="print JSON")
     v.add_argument("--plot", metavar="FILE.png", help="eKLD against class size, all checkpoints overlaid")
     v.add_argument("--no-save", action="store_true", help="do not write invariance.json into the run directory")
+    v.add_argument("--weights", choices=("selected", "best_val", "last", "other"), default="selected",
+                   help="which weights of each run: its selected ones (invariance.json), or one selection policy's "
+                        "from its checkpoint.pt, written to invariance_best_val.json / invariance_last.json; "
+                        "other: the policy the run did not select (skipped where both keep the same epoch); default selected")
     v.add_argument("--allow-other-dataset", action="store_true",
                    help="accept a generator:PATH trained on another dataset, nuisance or instance than the "
                         "classifier (a deliberate transfer; refused otherwise)")

@@ -14,8 +14,11 @@ used; for GIT runs with a class filter (``git.filter``), a table of the generate
 and, per dataset, their acceptance rate per class against class size (from each run's
 ``metrics.jsonl``, summed over the GIT epochs). Between the summary and the runs, a paired table (see :func:`comparisons`) gives for each
 comparison and metric n, the mean difference ± its standard error, the 95 % t-interval, the
-paired t-test's p-value and a reading in words (:func:`reading`). ``report.json`` beside
-``report.md`` holds the same statistics for scripts.
+paired t-test's p-value and a reading in words (:func:`reading`). Where runs record
+``other_selection`` (the test metrics of the weights their ``select`` policy did not keep), a last
+section repeats the summary, paired and per-run tables with those weights
+(:func:`other_selection_view`), so that every comparison is seen under both policies.
+``report.json`` beside ``report.md`` holds the same statistics for scripts.
 """
 
 from __future__ import annotations
@@ -93,6 +96,15 @@ def find_results(paths: list[str]) -> list[dict]:
                 try:
                     with open(inv, encoding="utf-8") as fh:
                         r["invariance"] = json.load(fh)
+                except (OSError, ValueError) as e:
+                    raise InvTransferError(f"{inv} is not readable JSON ({e}).") from None
+            # the other selection policy's weights (``invariance --weights other``), where they differ
+            other = r.get("other_selection") or {}
+            inv = os.path.join(os.path.dirname(os.path.abspath(f)), f"invariance_{other.get('which')}.json")
+            if other and "other_invariance" not in r and in_run_dir and os.path.isfile(inv):
+                try:
+                    with open(inv, encoding="utf-8") as fh:
+                        r["other_invariance"] = json.load(fh)
                 except (OSError, ValueError) as e:
                     raise InvTransferError(f"{inv} is not readable JSON ({e}).") from None
             if in_run_dir and "git_filter_counts" not in r:
@@ -505,6 +517,33 @@ def grid_file_names(gen_dirs: list[str]) -> dict[str, str]:
     return out
 
 
+#: What results.json's ``other_selection`` replaces in a run's view under the other policy.
+OTHER_KEYS = ("test_error", "test_balanced_accuracy", "many_shot_accuracy", "medium_shot_accuracy",
+              "few_shot_accuracy", "per_class_accuracy")
+
+
+def other_selection_view(results: list[dict]) -> list[dict]:
+    """Each run as the selection policy it did not use would report it: test metrics from
+    results.json's ``other_selection`` and eKLD from ``invariance_<best_val|last>.json``
+    (``invariance --weights other``; none where not measured). A run whose ``other_selection`` is
+    null keeps the same weights under both policies and appears as it is; a results.json from
+    before ``other_selection`` existed is left out (its other weights were never evaluated)."""
+    view = []
+    for r in results:
+        if "other_selection" not in r:
+            continue
+        o = r["other_selection"]
+        if o is None:
+            view.append(r)
+            continue
+        v = {k: val for k, val in r.items() if k not in ("invariance", "other_invariance")}
+        v.update({k: o.get(k) for k in OTHER_KEYS}, selected_weights={"which": o["which"], "epoch": o["epoch"]})
+        if r.get("other_invariance"):
+            v["invariance"] = r["other_invariance"]
+        view.append(v)
+    return view
+
+
 def report_json(title: str, rows: list[dict], pairs: list[dict], results: list[dict], out_dir: str) -> dict:
     """The statistics of report.md for scripts: groups (mean, s.e., n per metric), paired comparisons
     (``paired_stats`` per metric, the runs left unpaired) and every run's path, relative to out_dir."""
@@ -522,6 +561,16 @@ def report_json(title: str, rows: list[dict], pairs: list[dict], results: list[d
     return {"title": title, "groups": groups, "paired": paired, "runs": runs}
 
 
+def paired_intro(results: list[dict]) -> str:
+    return ("Paired: A − B over the runs of A and B on the same dataset instance and seed, for each "
+            "method against the method it adds one component to, an oracle against GIT on the same base, and GIT "
+            "against each other component on the same base. Per metric: n pairs, the mean difference ± its "
+            "standard error, the 95 % t-interval (n − 1 degrees of freedom), the two-sided paired t-test's p-value, "
+            "and the reading: \"lower (higher) in k of n, interval excludes 0\" where the interval excludes 0, "
+            "\"not detected\" where it includes 0 (k: the pairs in which A is lower, or higher). Negative error and "
+            "eKLD differences, positive balanced-accuracy differences favour A.\n\n")
+
+
 def write_report(paths: list[str], out_dir: str, title: str = "invtransfer report") -> str:
     """Write ``out_dir/report.md`` and ``report.json`` (+ plots) for the runs under ``paths``; returns
     the path of report.md."""
@@ -536,14 +585,7 @@ def write_report(paths: list[str], out_dir: str, title: str = "invtransfer repor
              markdown_table(rows)]
     pairs = paired_rows(results)
     if pairs:
-        parts += ["\nPaired: A − B over the runs of A and B on the same dataset instance and seed, for each "
-                  "method against the method it adds one component to, and an oracle against GIT on the same base. "
-                  "Per metric: n pairs, the mean difference ± its standard error, the 95 % t-interval (n − 1 "
-                  "degrees of freedom), the two-sided paired t-test's p-value, and the reading: \"lower (higher) in "
-                  "k of n, interval excludes 0\" where the interval excludes 0, \"not detected\" where it includes "
-                  "0 (k: the pairs in which A is lower, or higher). Negative error and eKLD differences, positive "
-                  "balanced-accuracy differences favour A.\n\n",
-                  paired_table(pairs, with_ekld=any(r.get("invariance") for r in results)),
+        parts += ["\n" + paired_intro(results), paired_table(pairs, with_ekld=any(r.get("invariance") for r in results)),
                   unpaired_note(pairs, out_dir)]
     parts += ["\nEvery run:\n\n", run_table(results, out_dir)]
     if any("git_filter_counts" in r for r in results):
@@ -581,13 +623,32 @@ def write_report(paths: list[str], out_dir: str, title: str = "invtransfer repor
     for gen_dir, png in grids.items():
         shutil.copyfile(png, os.path.join(out_dir, names[gen_dir]))
         parts.append(f"\n`{gen_dir}`:\n\n![samples of {gen_dir}]({names[gen_dir]})\n")
+    # last, after this policy's plots: the same tables with the weights the other policy keeps
+    other = other_selection_view(results)
+    last: list[str] = []
+    other_rows, other_pairs = summary_rows(other), paired_rows(other)
+    if any(r.get("other_selection") for r in results):
+        last += ["\n## Under the other selection policy\n\nThe same runs with the weights their `select` policy "
+                 "did not keep (best validation epoch for `select=last` runs, last epoch for `select=val` runs; "
+                 "each run's weights and epoch in its row below): test metrics from results.json's "
+                 "`other_selection`, eKLD from `invariance --weights other` (\"-\" where not measured). Runs whose "
+                 "best validation epoch is the last keep one set of weights and appear as above; runs from before "
+                 "`other_selection` existed are left out.\n\n", markdown_table(other_rows)]
+        if other_pairs:
+            last += ["\n" + paired_intro(other), paired_table(other_pairs, with_ekld=any(r.get("invariance")
+                                                                                        for r in other))]
+        last += ["\nEvery run, other selection:\n\n", run_table(other, out_dir)]
+    parts += last
     # Grids of generators no longer used by these runs (an earlier report into the same folder) go.
     for f in os.listdir(out_dir):
         if f.startswith("generator_samples_") and f.endswith(".png") and f not in names.values():
             os.remove(os.path.join(out_dir, f))
     path = os.path.join(out_dir, "report.md")
     atomic_write_bytes(path, "".join(parts).encode())
-    atomic_write_bytes(os.path.join(out_dir, "report.json"),
-                       (json.dumps(report_json(title, rows, pairs, results, out_dir), indent=1, ensure_ascii=False)
-                        + "\n").encode())
+    js = report_json(title, rows, pairs, results, out_dir)
+    if any(r.get("other_selection") for r in results):
+        js["other_selection"] = {k: v for k, v in report_json(title, other_rows, other_pairs, other, out_dir).items()
+                                 if k != "title"}
+    atomic_write_bytes(os.path.join(out_dir, "report.json"), (json.dumps(js, indent=1, ensure_ascii=False)
+                                                              + "\n").encode())
     return path

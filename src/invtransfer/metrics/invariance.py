@@ -161,7 +161,7 @@ def plot_ekld(results: Sequence[dict], labels: Sequence[str], path: str, title: 
 
 def measure_checkpoint(checkpoint: str, transform: str, *, split: str = "test", images_per_class: int = 40,
                        draws: int = 100, seed: int = 0, device: str = "auto", allow_other_dataset: bool = False,
-                       progress: bool = False) -> dict:
+                       progress: bool = False, weights: str = "selected") -> dict:
     """:func:`measure_invariance` of a trained classifier on its own dataset's held-out split.
 
     ``transform`` is ``rot``, ``bg``, ``dil`` (the true synthetic nuisance, applied to the
@@ -169,9 +169,11 @@ def measure_checkpoint(checkpoint: str, transform: str, *, split: str = "test", 
     held-out images as stored). A generator trained on another dataset, nuisance, instance or
     dataset options than the classifier is refused unless ``allow_other_dataset``; the result
     records the generator used (``generator``: path, dataset, fingerprint, iteration, images seen).
+    ``weights``: which of the run's weights (``load_classifier``: selected, best_val, last or
+    other); the result records them (``weights``: which, epoch).
     """
     dev = resolve_device(device)
-    model, meta = load_classifier(checkpoint, dev)
+    model, meta = load_classifier(checkpoint, dev, weights=weights)
     normalizer = Normalizer(**meta["normalizer"])
     data_cfg = from_dict(datasets.DatasetConfig, meta["config"]["data"])
     used = None
@@ -199,7 +201,8 @@ def measure_checkpoint(checkpoint: str, transform: str, *, split: str = "test", 
     images = normalizer(to_device_images(x, dev))
     out = measure_invariance(model, images, y, meta["train_class_counts"], tf, images_per_class=images_per_class,
                              draws=draws, seed=seed, transform_name=transform, progress=progress)
-    return dict(out, split=split, checkpoint=meta["path"], dataset=data_cfg.name, generator=used)
+    return dict(out, split=split, checkpoint=meta["path"], dataset=data_cfg.name, generator=used,
+                weights=meta.get("selected_weights"))
 
 
 __all__ = ["Transform", "true_transform", "identity_transform", "select_per_class", "measure_invariance",

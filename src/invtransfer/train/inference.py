@@ -89,13 +89,28 @@ def _check_dataset_meta(meta: dict, channels: int) -> None:
                          "match the model")
 
 
-def load_classifier(path: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+#: Which weights of a run load_classifier returns: the run's own choice, or one policy's.
+WEIGHTS = ("selected", "best_val", "last", "other")
+
+
+def load_classifier(path: str, device: str | torch.device = "cpu",
+                    weights: str = "selected") -> tuple[torch.nn.Module, dict]:
     """A trained classifier from a run directory, its ``model.pt`` or its ``checkpoint.pt``.
 
     Returns the model (eval mode, on ``device``) and the checkpoint's metadata (config, dataset
-    meta with the normaliser, selected weights).
+    meta with the normaliser, ``selected_weights``: which weights these are and why).
+
+    ``weights``: ``selected`` (the run's ``select`` policy: model.pt, or a full checkpoint's best
+    validation weights so far under ``select=val``); ``best_val`` or ``last``, one policy's weights
+    whatever the run selected, from the run's full ``checkpoint.pt`` (which tracks both; ``last``
+    only once the run has finished); ``other``: the policy the run did not select. Comparing a
+    method under both policies needs the second (see docs/design.md#model-selection).
     """
-    if os.path.isdir(path):
+    if weights not in WEIGHTS:
+        raise InvTransferError(f"weights={weights!r}: expected one of {', '.join(WEIGHTS)}.")
+    if weights != "selected":
+        path = _full_checkpoint(path)
+    elif os.path.isdir(path):
         found = _first_file(path, CLASSIFIER_FILES)
         if found is None:
             raise InvTransferError(f"{path} holds neither model.pt nor checkpoint.pt; expected a classifier "
@@ -105,19 +120,66 @@ def load_classifier(path: str, device: str | torch.device = "cpu") -> tuple[torc
     try:
         cfg = from_dict(TrainConfig, ck["config"])
         meta = ck["dataset"]
-        weights = ck["model"]
-        if ck.get("state") == "full" and cfg.select == "val" and ck.get("best_model") is not None:
-            weights = ck["best_model"]
+        state, selected = ck["model"], ck.get("selected_weights")
+        if weights == "selected":
+            if ck.get("state") == "full" and cfg.select == "val" and ck.get("best_model") is not None:
+                state = ck["best_model"]
+        else:
+            state, selected = _policy_weights(ck, cfg, weights, path)
         c = meta["image_shape"][0]
         model = build_model(cfg.model, len(meta["class_names"]), in_channels=c, cosine_head=cfg.uses_cosine_head)
-        model.load_state_dict(weights)
-        meta = dict(meta, config=to_dict(cfg), path=path, selected_weights=ck.get("selected_weights"))
+        model.load_state_dict(state)
+        meta = dict(meta, config=to_dict(cfg), path=path, selected_weights=selected)
         _check_dataset_meta(meta, c)
     except (KeyError, TypeError, RuntimeError, ValueError, IndexError, AttributeError) as e:
         raise InvTransferError(f"checkpoint {path} does not hold a consistent classifier ({type(e).__name__}: "
                                f"{str(e).splitlines()[0][:200] if str(e) else ''}).") from None
     model.to(device).eval()
     return model, meta
+
+
+def _full_checkpoint(path: str) -> str:
+    """A run's full checkpoint.pt, from its directory, its model.pt (which holds the selected weights
+    only) or the checkpoint itself."""
+    if os.path.isdir(path) or os.path.basename(path) == "model.pt":
+        folder = path if os.path.isdir(path) else os.path.dirname(path)
+        path = os.path.join(folder, "checkpoint.pt")
+        if not os.path.isfile(path):
+            raise InvTransferError(f"{folder} holds no checkpoint.pt: one selection policy's weights (weights=best_val, "
+                                   f"last or other) are kept only in a run's full checkpoint.")
+    return path
+
+
+def _policy_weights(ck: dict, cfg, weights: str, path: str) -> tuple[dict, dict]:
+    """The state dict and ``selected_weights`` record of one selection policy in a full checkpoint."""
+    if ck.get("state") != "full":
+        raise InvTransferError(f"{path} holds one set of weights (the selected ones), not a full checkpoint; "
+                               f"weights={weights} needs the run's checkpoint.pt.")
+    which = ("last" if cfg.select == "val" else "best_val") if weights == "other" else weights
+    epochs, done = cfg.optim.epochs, int(ck["epoch"])
+    if which == "last":
+        if done != epochs:
+            raise InvTransferError(f"{path} is after epoch {done} of {epochs}: the last epoch's weights do not "
+                                   f"exist until the run has finished.")
+        return ck["model"], {"which": "last", "epoch": epochs, "why": "weights=last"}
+    best = ck.get("best") or {}
+    if ck.get("best_model") is None or int(best.get("epoch", -1)) < 0:
+        raise InvTransferError(f"{path} has no validation-selected weights (the run has no validation split, or "
+                               f"was never evaluated on it); weights=best_val needs them.")
+    return ck["best_model"], {"which": "best_val", "epoch": int(best["epoch"]), "why": (
+        f"weights={weights}: highest validation balanced accuracy ({float(best['balanced_accuracy']):.2f}%)")}
+
+
+def same_weights_under_both_policies(path: str) -> int | None:
+    """The epoch whose weights both selection policies keep (the best validation epoch is the
+    last), or None when they differ; ``path``: a run directory, its model.pt or checkpoint.pt."""
+    ck = load_checkpoint(_full_checkpoint(path), "classifier")
+    try:
+        epochs = from_dict(TrainConfig, ck["config"]).optim.epochs
+        best = int((ck.get("best") or {}).get("epoch", -1))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return epochs if best == epochs and int(ck.get("epoch", -1)) == epochs else None
 
 
 def trained_on_instance(meta: dict) -> int | None:
@@ -406,6 +468,7 @@ class NuisanceSampler:
         return out.to(out_device).clone()
 
 
-__all__ = ["load_classifier", "load_frozen_classifier", "FrozenClassifier", "check_trained_on", "trained_on_instance",
+__all__ = ["load_classifier", "WEIGHTS", "same_weights_under_both_policies", "load_frozen_classifier",
+           "FrozenClassifier", "check_trained_on", "trained_on_instance",
            "predict_logits", "evaluate_split", "evaluate_checkpoint", "load_generator", "check_compatible",
            "NuisanceSampler", "to_unit_range", "to_pixels"]
