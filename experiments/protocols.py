@@ -20,7 +20,9 @@ checkpoint is resumed (``resume=true``); anything else starts fresh. So the same
 re-run after an interruption and continues where it stopped. After a classifier finishes, its
 invariance is measured into its ``invariance.json``: under the true transform on synthetic data;
 on CIFAR-LT and GTSRB-LT, where no true nuisance exists, under the protocol's generator, for the
-GIT run and (a "measure" job once both have finished) its plain twin. A run whose measurement
+GIT run and (a "measure" job once both have finished) its plain twin; each also with the weights
+its ``select`` policy did not keep (``invariance --weights other``, into
+``invariance_best_val.json`` or ``invariance_last.json``). A run whose measurement
 was interrupted counts as unfinished: the next invocation measures it without retraining. Finally a report of
 everything under ``--out`` is written to ``--out/report``.
 
@@ -35,7 +37,9 @@ logs: ``--out/submitit/``.
 
 Synthetic protocol (docs/design.md#datasets, #git): per transform and dataset instance, one generator (BG and DIL;
 ROT only with ``--git-on-rot``), then CE, CE+DRS, CE+DRS+GIT (where a generator exists) and the
-oracle. CIFAR-LT table: one generator, then CE, CE+DRS, CE+DRS+GIT, LDAM-DRW, LDAM-DRW+GIT and
+oracle; ``--variant theta|splice`` runs the same on SPEC's control sets (runs named
+``<set>-theta__...``, ``<set>-splice<R>__...``), and a method ``<preset>+<arm>`` adds one
+component (:data:`ARMS`: randaugment, mixup, sam; on GIT presets filter, consistency). CIFAR-LT table: one generator, then CE, CE+DRS, CE+DRS+GIT, LDAM-DRW, LDAM-DRW+GIT and
 balanced softmax+DRS+GIT.
 
 GIT runs start from their plain twin (CE+DRS+GIT from CE+DRS, LDAM-DRW+GIT from LDAM-DRW, ...)
