@@ -116,7 +116,8 @@ def test_numbers_in_exponent_notation_without_a_dot():
 # file stem -> (loss, rule) of every method preset (the *_git presets add git.generator on top)
 PRESET_METHODS = {"ce": ("ce", "erm"), "ce_drs": ("ce", "drs"), "ldam_drw": ("ldam", "drw"),
                   "focal": ("focal", "erm"), "balanced_softmax": ("balanced_softmax", "erm"),
-                  "balanced_softmax_drs": ("balanced_softmax", "drs"), "oracle": ("ce", "drs")}
+                  "balanced_softmax_drs": ("balanced_softmax", "drs"), "oracle": ("ce", "drs"),
+                  "ce_rw": ("ce", "reweight")}
 # family -> (dataset, model, epochs, E1, E2, augmentation, select) of docs/design.md#classifiers
 PRESET_FAMILIES = {"cifar10_lt": ("cifar10-lt", "resnet32", 200, 160, 180, "crop_flip", "val"),
                    "cifar100_lt": ("cifar100-lt", "resnet32", 200, 160, 180, "crop_flip", "val"),
@@ -167,5 +168,5 @@ def test_method_presets_follow_the_paper(family):
             assert (cfg.loss.ldam_max_margin, cfg.loss.ldam_scale) == (0.5, 30.0), f
         label = {"ce": "CE", "ce_drs": "CE+DRS", "ldam_drw": "LDAM-DRW", "focal": "Focal",
                  "balanced_softmax": "BalancedSoftmax", "balanced_softmax_drs": "BalancedSoftmax+DRS",
-                 "oracle": "CE+DRS+Oracle"}[stem.removesuffix("_git")]
+                 "oracle": "CE+DRS+Oracle", "ce_rw": "CE+reweight"}[stem.removesuffix("_git")]
         assert method_label(cfg) == label + ("+GIT" if stem.endswith("_git") else ""), f
