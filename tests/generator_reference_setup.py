@@ -39,6 +39,18 @@ def digest(t: torch.Tensor) -> str:
     return hashlib.sha256(f"{t.dtype} {tuple(t.shape)}".encode() + t.numpy().tobytes()).hexdigest()
 
 
+def machine_key() -> str:
+    """The kind of machine a recording holds for: float sums differ between vector units (torch's
+    CPU capability) and between CPU vendors' implementations of them (the CPU model)."""
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{torch.backends.cpu.get_cpu_capability()} {model}"
+
+
 def weight_digests(run: generator.GeneratorRun) -> dict[str, str]:
     nets = {"gen": run.gen, "disc": run.disc}
     return {f"{n}.{k}": digest(v) for n, net in nets.items() for k, v in net.state_dict().items()}

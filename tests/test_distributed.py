@@ -332,8 +332,14 @@ def test_strong_augmentation_and_sam_steps_of_two_processes_are_one_processs(set
     this lr). Only one step: from the second on, a ReLU activation within ~1e-7 of zero that
     changes side (common with the policies' tied pixel values: zero fill, posterize, equalize)
     turns float noise into gradient jumps of the layers below it, ~1e-3 of weight over a run,
-    as one process with 1 and 2 threads differs (see the module docstring)."""
+    as one process with 1 and 2 threads differs (see the module docstring). SAM is checked without
+    the policy and mixing: its second pass runs at weights moved by rho = 0.05, where the ~1e-5
+    differences of the generated rows (spread over the batch by mixing) flip ReLUs; on an AVX-512
+    EPYC that moved the weights by 1.8e-4 after one step (2.4e-7 without mixing), too close to the
+    1e-3 of a wrong implementation to tell them apart."""
     cfg = dict(setup["cfg"], **STRONG, optim=dict(setup["cfg"]["optim"], lr=0.05, sam_rho=sam_rho))
+    if sam_rho:  # SAM on its own: see the docstring
+        cfg["augment"] = dict(cfg["augment"], policy="none", mixup=0.0, cutmix=0.0)
     with one_thread():
         single = classifier.ClassifierRun(from_dict(classifier.TrainConfig, dict(cfg, name=f"single_{sam_rho}")))
         seen, first = _strong_steps(single)

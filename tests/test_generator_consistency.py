@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from generator_reference_setup import ITERATIONS, reference_config, reference_data, weight_digests
+from generator_reference_setup import ITERATIONS, machine_key, reference_config, reference_data, weight_digests
 from git_reference_setup import write_classifier
 from invtransfer.data import batches
 from invtransfer.errors import InvTransferError
@@ -36,20 +36,30 @@ def with_classifier(tmp, weight=0.8, **top):
 
 def test_weight_zero_trains_exactly_as_before(tmp_path):
     """tests/data/generator_reference.json holds the weights (digests) and loss terms of the loop
-    before the term existed; weight 0 (the default) must give them bit for bit."""
+    before the term existed, per kind of machine; weight 0 (the default) must give them bit for bit
+    where this kind of machine was recorded, and the loss terms within float tolerance elsewhere
+    (another vector unit sums in another order: ~1e-7 relative; the term itself moves them by far
+    more, checked below)."""
     ref = json.load(open(REFERENCE))
     if ref["torch"] != torch.__version__:
         pytest.skip(f"reference recorded with torch {ref['torch']}; this is {torch.__version__}")
     run = generator.GeneratorRun(reference_config(str(tmp_path)))
     assert run.cfg.class_consistency_weight == 0 and run.classifier is None
-    terms = [run.train_step(i) for i in range(ITERATIONS)]
-    assert [{k: float(v) for k, v in sorted(t.items())} for t in terms] == ref["terms"]
-    assert weight_digests(run) == ref["weights"]
-    # and the term, on, changes the training (the comparison can fail)
+    terms = [{k: float(v) for k, v in sorted(run.train_step(i).items())} for i in range(ITERATIONS)]
+    recorded = ref["machines"].get(machine_key())
+    if recorded is not None:
+        assert terms == recorded["terms"] and weight_digests(run) == recorded["weights"]
+    else:
+        assert any(flat(terms) == pytest.approx(flat(m["terms"]), rel=1e-5) for m in ref["machines"].values()), (
+            f"no recording for {machine_key()!r} and the loss terms are not within 1e-5 of any recording")
+    # and the term, on, changes the training well beyond that tolerance (the comparison can fail)
     on = generator.GeneratorRun(with_classifier(str(tmp_path / "on"))[0])
-    for i in range(ITERATIONS):
-        on.train_step(i)
-    assert weight_digests(on) != ref["weights"]
+    on_terms = [{k: float(v) for k, v in sorted(on.train_step(i).items()) if k in terms[0]} for i in range(ITERATIONS)]
+    assert flat(on_terms) != pytest.approx(flat(terms), rel=1e-3)
+
+
+def flat(terms: list[dict]) -> list[float]:
+    return [t[k] for t in terms for k in sorted(t)]
 
 
 def test_the_term_is_the_cross_entropy_of_the_frozen_classifier(tmp_path):
