@@ -11,9 +11,10 @@ test set into its exact images (found by their pixels in the lossless subset) an
     python experiments/cifar_exact_vs_jpeg.py --exact-npz ../shared/data/cifar10_lossless_subset.npz \\
         RUN [RUN ...] [--json out.json]
 
-Each RUN is a classifier run directory (its selected weights, as ``invtransfer evaluate``) or a
-``model.pt``/``checkpoint.pt``. The dataset is rebuilt from the run's own config (data root from
-``INVTRANSFER_DATA``) and must have the run's fingerprint.
+Each RUN is a classifier run directory (its selected weights, as ``invtransfer evaluate``; or
+``--weights best_val|last|other`` from its checkpoint.pt) or a ``model.pt``/``checkpoint.pt``.
+The dataset is rebuilt from the run's own config (data root from ``INVTRANSFER_DATA``) and must
+have the run's fingerprint.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 from invtransfer.data import batches
 from invtransfer.errors import InvTransferError
 from invtransfer.metrics.accuracy import classification_metrics
-from invtransfer.train.inference import load_classifier, predict_logits, rebuilt_dataset
+from invtransfer.train.inference import WEIGHTS, load_classifier, predict_logits, rebuilt_dataset
 
 
 def exact_mask(x_test: np.ndarray, exact_npz: str) -> np.ndarray:
@@ -45,8 +46,8 @@ def exact_mask(x_test: np.ndarray, exact_npz: str) -> np.ndarray:
     return np.array([np.ascontiguousarray(img).tobytes() in known for img in hwc])
 
 
-def measure(run: str, exact_npz: str) -> dict:
-    model, meta = load_classifier(run, "cpu")
+def measure(run: str, exact_npz: str, weights: str = "selected") -> dict:
+    model, meta = load_classifier(run, "cpu", weights=weights)
     ds = rebuilt_dataset(meta, run)
     mask = exact_mask(ds.x_test, exact_npz)
     images = batches.to_device_images(ds.x_test, torch.device("cpu"))
@@ -74,9 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("runs", nargs="+", help="classifier run directories (or model.pt / checkpoint.pt)")
     ap.add_argument("--exact-npz", required=True, help="cifar10_lossless_subset.npz (x_test: the exact test images)")
     ap.add_argument("--json", help="also write the measurements to this file")
+    ap.add_argument("--weights", choices=WEIGHTS, default="selected",
+                    help="which weights of each run (load_classifier): its selected ones, or one selection policy's "
+                         "from its checkpoint.pt")
     a = ap.parse_args(argv)
     try:
-        results = [measure(r, a.exact_npz) for r in a.runs]
+        results = [measure(r, a.exact_npz, a.weights) for r in a.runs]
     except InvTransferError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

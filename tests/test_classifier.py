@@ -97,6 +97,25 @@ def test_the_loss_class_decides_the_cosine_head_for_training_and_loading(tiny_np
     assert model.cosine_head
 
 
+def test_a_loaded_ldam_model_gives_the_logits_its_loss_trained(tiny_npz, tmp_path):
+    """LDAM trains softmax(s * cosine): a loaded model outputs s x cosines, so its probabilities
+    (eKLD, GIT's filter) are not the near-uniform softmax of cosines in [-1, 1]."""
+    cfg = tiny_cfg(tiny_npz, tmp_path, loss={"name": "ldam", "ldam_scale": 20.0}, augment="none",
+                   optim={"epochs": 1, "warmup_epochs": 0, "decay1_epoch": 0, "decay2_epoch": 1})
+    classifier.train(cfg)
+    model, meta = classifier.load_classifier(str(tmp_path / "run"))
+    assert model.cosine_head and meta["logit_scale"] == 20.0
+    x = torch.randn(4, *meta["image_shape"])
+    out = model(x)
+    model.fc.scale = 1.0  # the head as training used it
+    cos = model(x)
+    assert cos.abs().max() <= 1.0 + 1e-6 and torch.allclose(out, 20.0 * cos, atol=1e-5)
+    ce = tiny_cfg(tiny_npz, tmp_path / "ce", augment="none",
+                  optim={"epochs": 1, "warmup_epochs": 0, "decay1_epoch": 0, "decay2_epoch": 1})
+    classifier.train(ce)
+    assert classifier.load_classifier(str(tmp_path / "ce" / "run"))[1]["logit_scale"] == 1.0
+
+
 def test_rules_switch_at_e1(tiny_npz, tmp_path):
     for rule, samplers, weighted in [("erm", "uuu", "---"), ("drs", "ubb", "---"), ("drw", "uuu", "-ww"),
                                      ("resample", "bbb", "---"), ("reweight", "uuu", "www")]:

@@ -74,21 +74,26 @@ class BasicBlock(nn.Module):
 
 
 class CosineLinear(nn.Module):
-    """Cosine classifier: ``normalize(x) @ normalize(W).T``, outputs in [-1, 1], no bias."""
+    """Cosine classifier: ``scale * normalize(x) @ normalize(W).T``, no bias. ``scale`` is 1 in
+    training (outputs in [-1, 1]; the loss applies its own, e.g. LDAM's ``s``) and is set to the
+    loss's scale when a trained model is loaded for its probabilities (``load_classifier``); it is
+    not part of the state dict."""
 
     def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
+        self.scale = 1.0
         # Same (out, in) layout as nn.Linear so the Kaiming init treats both heads alike.
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         nn.init.kaiming_normal_(self.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.normalize(x, dim=1) @ F.normalize(self.weight, dim=1).t()
+        out = F.normalize(x, dim=1) @ F.normalize(self.weight, dim=1).t()
+        return out if self.scale == 1.0 else self.scale * out
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}"
+        return f"in_features={self.in_features}, out_features={self.out_features}, scale={self.scale}"
 
 
 class CifarResNet(nn.Module):

@@ -30,6 +30,7 @@ from invtransfer.errors import InvTransferError
 from invtransfer.metrics.accuracy import classification_metrics
 from invtransfer.models.munit import MunitArch, MunitGenerator
 from invtransfer.models.resnet_cifar import build_model
+from invtransfer.train import losses
 from invtransfer.train.checkpoint import load_checkpoint
 from invtransfer.train.configs import TrainConfig
 from invtransfer.train.runtime import autocast, autocast_dtype, resolve_device, without_out_of_memory
@@ -98,7 +99,10 @@ def load_classifier(path: str, device: str | torch.device = "cpu",
     """A trained classifier from a run directory, its ``model.pt`` or its ``checkpoint.pt``.
 
     Returns the model (eval mode, on ``device``) and the checkpoint's metadata (config, dataset
-    meta with the normaliser, ``selected_weights``: which weights these are and why).
+    meta with the normaliser, ``selected_weights``: which weights these are and why,
+    ``logit_scale``). A cosine-head model outputs the logits its loss trained: LDAM's ``s`` times
+    the cosines (``LongTailLoss.logit_scale``), so that its softmax (eKLD, the GIT filter, the
+    class-consistency term) is the one training shaped; argmax predictions are unchanged.
 
     ``weights``: ``selected`` (the run's ``select`` policy: model.pt, or a full checkpoint's best
     validation weights so far under ``select=val``); ``best_val`` or ``last``, one policy's weights
@@ -129,7 +133,11 @@ def load_classifier(path: str, device: str | torch.device = "cpu",
         c = meta["image_shape"][0]
         model = build_model(cfg.model, len(meta["class_names"]), in_channels=c, cosine_head=cfg.uses_cosine_head)
         model.load_state_dict(state)
-        meta = dict(meta, config=to_dict(cfg), path=path, selected_weights=selected)
+        # the logits the loss trained (LDAM: s x cosines), so that probabilities mean what they did in training
+        scale = losses.LOSSES[cfg.loss.name].logit_scale(cfg.loss.options()) if cfg.uses_cosine_head else 1.0
+        if scale != 1.0:
+            model.fc.scale = scale
+        meta = dict(meta, config=to_dict(cfg), path=path, selected_weights=selected, logit_scale=scale)
         _check_dataset_meta(meta, c)
     except (KeyError, TypeError, RuntimeError, ValueError, IndexError, AttributeError) as e:
         raise InvTransferError(f"checkpoint {path} does not hold a consistent classifier ({type(e).__name__}: "

@@ -89,13 +89,22 @@ class LongTailLoss(nn.Module):
     expects cosine-similarity logits in [-1, 1], i.e. LDAM, so the trainer builds the model with
     ``cosine_head=True`` unless the config says otherwise) and ``options`` (the ``loss.*`` config
     keys it takes, each with its constructor argument). Instances have ``num_classes``.
-    Subclasses implement :meth:`_loss`.
+    Subclasses implement :meth:`_loss`; a loss that scales the model's outputs before its softmax
+    says by how much in :meth:`logit_scale`.
     """
 
     name: str = ""
     label: str = ""
     needs_cosine_head: bool = False
     options: dict[str, str] = {}
+
+    @classmethod
+    def logit_scale(cls, options: dict) -> float:
+        """The factor between the model's outputs and the logits whose softmax the loss trains
+        (LDAM: ``s``, as cosines in [-1, 1] would give a near-uniform softmax): what a trained
+        model's outputs are multiplied by wherever its probabilities are used (eKLD, the GIT
+        filter, the generator's class-consistency term). ``options``: ``LossConfig.options()``."""
+        return 1.0
     # With a class weight, the batch is reduced by the weighted mean sum(w_i l_i) / sum(w_i)
     # (False: a plain mean, as focal's); multi-process training needs to know which.
     weighted_mean: bool = True
@@ -196,6 +205,10 @@ class LDAMLoss(LongTailLoss):
         self.register_buffer("margins", margins.float())
         self.max_margin = float(max_margin)
         self.scale = float(scale)
+
+    @classmethod
+    def logit_scale(cls, options: dict) -> float:
+        return float(options["ldam_scale"])  # the margin is a training device; the scale is the logits'
 
     def _loss(self, logits: Tensor, targets: Tensor, class_weight: Tensor | None) -> Tensor:
         # one_hot * margins puts m_y in the target column only; this avoids boolean indexing,
