@@ -479,7 +479,15 @@ def plot_ekld_groups(runs: list[dict], path: str, title: str) -> None:
                                rho)
     inv = runs[0]["invariance"]
     plot_against_class_size(series, path, ylabel="eKLD (nats)", mean_line=True,
-                            title=f"{title} ({inv['transform']}, {inv['draws']} draws)")
+                            title=f"{title} ({transform_tag(inv['transform'])}, {inv['draws']} draws)")
+
+
+def transform_tag(transform: str) -> str:
+    """``rot``, ``bg``, ``dil``, or ``generator_<its run folder>``: not the whole path (which
+    differs per machine), for file names and titles."""
+    if transform.startswith("generator:"):
+        return f"generator_{os.path.basename(os.path.normpath(transform.split(':', 1)[1]))}"
+    return transform
 
 
 def plot_accuracy_groups(runs: list[dict], path: str, title: str) -> None:
@@ -603,10 +611,7 @@ def write_report(paths: list[str], out_dir: str, title: str = "invtransfer repor
         used: set[str] = set()
         for transform in sorted({r["invariance"]["transform"] for r in with_inv}):
             group = [r for r in with_inv if r["invariance"]["transform"] == transform]
-            # a generator is named by its run folder, not its whole path (which differs per machine)
-            tag = (f"generator_{os.path.basename(os.path.normpath(transform.split(':', 1)[1]))}"
-                   if transform.startswith("generator:") else transform)
-            png = f"ekld_vs_class_size_{dataset}_{tag}.png"
+            png = f"ekld_vs_class_size_{dataset}_{transform_tag(transform)}.png"
             png = png if png not in used else f"{png[:-4]}_{len(used)}.png"
             used.add(png)
             plot_ekld_groups(group, os.path.join(out_dir, png), dataset)
