@@ -655,5 +655,16 @@ def main(argv: list[str] | None = None) -> int:
     return rc
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """:func:`main` with a bad input's or a full folder's error as one message, not a traceback."""
+    from invtransfer.errors import InvTransferError
+
+    try:
+        return main(argv)
+    except InvTransferError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli())

@@ -100,7 +100,7 @@ def _fake_run(out, name, files, wall=3600.0):
                 json.dump({"wall_time_s": wall}, fh)
 
 
-def test_park_skips_cheap_runs_and_unfinished_generators_and_keeps_the_size_limit(tmp_path, capsys):
+def test_park_skips_cheap_runs_and_unfinished_generators_and_keeps_the_size_limit(tmp_path, capsys, monkeypatch):
     out, dest = str(tmp_path / "runs"), str(tmp_path / "parked")
     _fake_run(out, "cheap", ["checkpoint.pt"], wall=60.0)
     _fake_run(out, "gen", ["state.pt"])
@@ -112,6 +112,12 @@ def test_park_skips_cheap_runs_and_unfinished_generators_and_keeps_the_size_limi
     assert sorted(os.listdir(dest)) == ["long"]
     with pytest.raises(InvTransferError, match="more than the 1e-06 MB"):
         parking.park(out, dest, min_minutes=30, limit_mb=1e-6)
+    # from the command line, the full folder is one message, not a traceback
+    real = parking.park
+    monkeypatch.setattr(parking, "park", lambda *a, **k: real(*a, **dict(k, limit_mb=1e-6)))
+    assert protocols.cli(["park", "--out", out, "--to", dest]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "more than the 1e-06 MB" in err and "Traceback" not in err
 
 
 def test_parked_copies_go_once_the_run_and_everything_that_needs_it_have_finished(tmp_path):
